@@ -1,0 +1,1 @@
+"""Entry points (`bo`) and the one place that wires settings, engine and registry."""

@@ -1,0 +1,115 @@
+"""Command output: one JSON object with ``--json``, a readable line otherwise; exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import orjson
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from eventlog.errors import BoError, CheckFailed, ConfigError, UsageError
+
+EXIT_OK, EXIT_CHECK, EXIT_USAGE = 0, 1, 2
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print ``data`` as one JSON object, or as the human rendering."""
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, default=str).decode() + "\n")
+    elif human is not None:
+        sys.stdout.write(human(data).rstrip("\n") + "\n")
+    else:
+        sys.stdout.write(
+            "\n".join(f"{k}: {v}" for k, v in data.items()) + "\n"
+            if isinstance(data, dict)
+            else f"{data}\n"
+        )
+    sys.stdout.flush()
+
+
+def error_line(message: str) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    sys.stderr.write(f"error: {first}\n")
+
+
+def run_app(app: Callable[..., Any]) -> None:
+    """Run a click/typer app; turn every failure into one line and exit code 2 or 1."""
+    try:
+        result = app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        error_line("aborted")
+        sys.exit(130)
+    except click.exceptions.UsageError as exc:
+        error_line(exc.format_message())
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.ClickException as exc:
+        error_line(exc.format_message())
+        sys.exit(EXIT_USAGE)
+    except CheckFailed as exc:
+        error_line(str(exc))
+        sys.exit(EXIT_CHECK)
+    except (ConfigError, UsageError) as exc:
+        error_line(str(exc))
+        sys.exit(EXIT_USAGE)
+    except (OperationalError, DBAPIError) as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        error_line(f"database error: {detail}")
+        sys.exit(EXIT_USAGE)
+    except BoError as exc:
+        error_line(str(exc))
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        error_line(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+class Reporter:
+    """Progress on a TTY (rich bar with rate and ETA); nothing until the summary otherwise."""
+
+    def __init__(self, description: str, total: float | None, *, enabled: bool) -> None:
+        self._progress: Progress | None = None
+        self._task: Any = None
+        if enabled and sys.stderr.isatty():
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, amount: float, *, rate: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=amount, rate=rate)
+
+    def set_total(self, total: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
+    @contextmanager
+    def running(self) -> Iterator[Reporter]:
+        if self._progress is None:
+            yield self
+            return
+        with self._progress:
+            yield self

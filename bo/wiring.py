@@ -1,0 +1,51 @@
+"""The one place that turns settings into live objects (engine, log, registry, app).
+
+Nothing here runs at import time; every entry point calls :func:`bootstrap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from eventlog.db import check_reachable, make_engine
+from eventlog.errors import DatabaseUnavailable
+from eventlog.logs import configure_logging
+from eventlog.migrate import at_head
+from eventlog.settings import Settings, load_settings
+from eventlog.store import EventLog
+
+
+@dataclass
+class Container:
+    settings: Settings
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    @cached_property
+    def log(self) -> EventLog:
+        return EventLog(self.engine)
+
+    def require_database(self, *, migrated: bool = True) -> Engine:
+        """The engine, after checking it answers (and is migrated, unless ``migrated=False``)."""
+        check_reachable(self.engine)
+        if migrated and not at_head(self.engine):
+            raise DatabaseUnavailable("database is not migrated to head: run `bo migrate`")
+        return self.engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def bootstrap(*, log_json: bool = True, **overrides: object) -> Container:
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, json=log_json)
+    return Container(settings)

@@ -1,0 +1,1 @@
+"""The immutable event log: decoding, redaction, identity, storage, dead letters, sources."""

@@ -1,0 +1,31 @@
+"""UTC timestamps in one fixed text form, so they sort as text and match on every backend."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339, UTC, microseconds: ``2026-01-02T03:04:05.000006Z``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime(_FMT)
+
+
+def parse_ts(text: str) -> datetime:
+    """Inverse of :func:`format_ts` (also accepts any ISO-8601 with offset)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The wall clock, for metadata only (``ingested_at``, audit ``at``) — never for projections."""
+    return datetime.now(UTC)
+
+
+def now_text() -> str:
+    return format_ts(utcnow())
