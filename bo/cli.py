@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from bo import cli_api, cli_kafka, cli_projections
+from bo import cli_api, cli_demo, cli_kafka, cli_projections
 from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
 from bo.wiring import Container, bootstrap
 from eventlog.deadletters import (
@@ -201,6 +201,7 @@ def dead_retry(
 cli_projections.register(app)
 cli_api.register(app)
 cli_kafka.register(app)
+cli_demo.register(app)
 
 
 def main() -> None:

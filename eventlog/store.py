@@ -25,6 +25,7 @@ from eventlog.db import is_sqlite, write_tx
 from eventlog.decode import Change, decode_bytes, load_json, parse, to_change
 from eventlog.errors import DecodeError
 from eventlog.identity import GENESIS, chain_hash, event_id
+from eventlog.metrics import count_ingest
 from eventlog.redact import redact_text, redact_tree
 from eventlog.schema import dead_letters, events
 from eventlog.timeutil import now_text
@@ -156,6 +157,7 @@ class EventLog:
             result = append_in(conn, outcomes)
             if also is not None:
                 also(conn)
+        count_ingest(result.appended, result.duplicate, result.dead_letter, result.tombstone)
         return result
 
     def head(self) -> int:
