@@ -1,0 +1,1 @@
+"""The demo's bundled sample events and their generator."""
