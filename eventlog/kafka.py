@@ -1,0 +1,698 @@
+"""The Kafka sync consumer: Debezium topics → the event log (SPEC §2.1, §2.4, §8, §9).
+
+Offset protocol, per batch (the database is the source of truth for offsets):
+
+1. poll records from the assigned partitions into a batch, until it is full
+   (``batch_size``) or ``batch_ms`` have passed since its first record or the
+   partitions have nothing more right now;
+2. ``prepare`` each record (tombstones counted and skipped, malformed ones become
+   dead letters);
+3. in ONE database write transaction: read the stored next offsets of the batch's
+   partitions, drop records the log already holds (a retried batch whose commit did
+   land), append the rest, and store the new next offsets — refusing any that go
+   backwards (:class:`OffsetRegression`) unless the partition was rewound on purpose;
+4. only after that commit: produce the batch's dead letters to ``BO_DLQ_TOPIC`` (when
+   set), then commit the same offsets to Kafka (best effort: the database wins).
+
+On assignment a partition is paused until its position is resolved from the database:
+the stored next offset, or the beginning when none is stored. When the broker has no
+committed offset for the group although the database has one, the broker lost its
+state (a restart with fresh storage, a recreated topic, an expired group): the
+partition is rewound to the beginning with a warning, because the stored offset may
+point past data that is new in the recreated log. A record arriving below the
+expected offset (the broker reset an out-of-range position) is treated the same way.
+Re-reading is safe: the log deduplicates by ``event_id``.
+
+Faults: an unreachable broker is retried with capped exponential backoff; an
+unreachable database pauses every partition (the group membership is kept alive by
+polling), keeps the batch in memory and retries it until it commits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from loguru import logger
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from eventlog.db import write_tx
+from eventlog.errors import BoError, ConfigError, DatabaseUnavailable
+from eventlog.metrics import CONSUMER_LAG, count_ingest
+from eventlog.schema import consumer_heartbeats, kafka_offsets
+from eventlog.settings import Settings
+from eventlog.store import (
+    AppendResult,
+    Outcome,
+    Rejected,
+    SourceRef,
+    append_in,
+    prepare,
+)
+from eventlog.timeutil import now_text
+
+TopicPartitionKey = tuple[str, int]
+DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, DatabaseUnavailable)
+_instances = itertools.count()
+
+
+class OffsetRegression(BoError):
+    """A stored Kafka offset would move backwards without an explicit rewind."""
+
+    def __init__(self, topic: str, partition: int, stored: int, proposed: int) -> None:
+        super().__init__(
+            f"offset for {topic}[{partition}] would go backwards: stored {stored}, "
+            f"proposed {proposed}"
+        )
+        self.topic = topic
+        self.partition = partition
+        self.stored = stored
+        self.proposed = proposed
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """Tuning knobs; the defaults suit a loopback broker and a local database."""
+
+    batch_size: int = 2000
+    batch_ms: int = 50
+    poll_ms: int = 200
+    max_poll_interval_ms: int = 5000  # small: Tansu's group join waits for it
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    metadata_max_age_ms: int = 3000
+    backoff_start: float = 0.2
+    backoff_max: float = 5.0
+    heartbeat_every: float = 1.0
+    commit_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The parts of a Kafka record the consumer needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def tp(self) -> TopicPartitionKey:
+        return (self.topic, self.partition)
+
+
+@dataclass(slots=True)
+class ConsumeStats:
+    """What one consumer run did (the ``bo consume --json`` summary)."""
+
+    records: int = 0
+    batches: int = 0
+    rewinds: int = 0
+    dlq_produced: int = 0
+    db_retries: int = 0
+    broker_retries: int = 0
+    result: AppendResult = field(default_factory=AppendResult)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "records": self.records,
+            "batches": self.batches,
+            **self.result.summary(),
+            "rewinds": self.rewinds,
+            "dlq_produced": self.dlq_produced,
+            "db_retries": self.db_retries,
+            "broker_retries": self.broker_retries,
+        }
+
+
+class Backoff:
+    """Capped exponential backoff that waits on the stop event (never a blind sleep)."""
+
+    def __init__(self, start: float, cap: float) -> None:
+        self.start = start
+        self.cap = cap
+        self.delay = start
+
+    def reset(self) -> None:
+        self.delay = self.start
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.delay)
+        self.delay = min(self.cap, self.delay * 2)
+
+
+# ---------------------------------------------------------------- offsets in the database
+
+
+def read_offsets(
+    conn: Connection, tps: Iterable[TopicPartitionKey]
+) -> dict[TopicPartitionKey, int]:
+    """Stored next offsets for the given partitions (absent when never stored)."""
+    wanted = set(tps)
+    if not wanted:
+        return {}
+    topics = {t for t, _ in wanted}
+    rows = conn.execute(
+        select(kafka_offsets.c.topic, kafka_offsets.c.partition, kafka_offsets.c.next_offset).where(
+            kafka_offsets.c.topic.in_(topics)
+        )
+    ).all()
+    return {(str(r[0]), int(r[1])): int(r[2]) for r in rows if (str(r[0]), int(r[1])) in wanted}
+
+
+def write_offsets(
+    conn: Connection,
+    next_offsets: dict[TopicPartitionKey, int],
+    *,
+    stored: dict[TopicPartitionKey, int] | None = None,
+    rewound: frozenset[TopicPartitionKey] = frozenset(),
+) -> None:
+    """Store next offsets per partition in the caller's transaction.
+
+    Raises :class:`OffsetRegression` if one would go below the stored value, unless its
+    partition is in ``rewound`` (the broker's log restarted; see the module docstring).
+    """
+    if stored is None:
+        stored = read_offsets(conn, next_offsets)
+    now = now_text()
+    for (topic, partition), offset in sorted(next_offsets.items()):
+        previous = stored.get((topic, partition))
+        if previous is None:
+            conn.execute(
+                insert(kafka_offsets).values(
+                    topic=topic, partition=partition, next_offset=offset, updated_at=now
+                )
+            )
+            continue
+        if offset < previous and (topic, partition) not in rewound:
+            raise OffsetRegression(topic, partition, previous, offset)
+        if offset != previous:
+            conn.execute(
+                update(kafka_offsets)
+                .where(kafka_offsets.c.topic == topic, kafka_offsets.c.partition == partition)
+                .values(next_offset=offset, updated_at=now)
+            )
+
+
+@dataclass(slots=True)
+class Durable:
+    """What one batch made durable."""
+
+    result: AppendResult
+    offsets: dict[TopicPartitionKey, int]
+    rejected: list[tuple[Record, Rejected]]
+
+
+def append_batch(
+    engine: Engine,
+    records: Sequence[Record],
+    *,
+    rewound: frozenset[TopicPartitionKey] = frozenset(),
+) -> Durable:
+    """Steps 2 and 3 of the protocol: prepare, then append and store offsets in one transaction."""
+    with write_tx(engine) as conn:
+        next_offsets: dict[TopicPartitionKey, int] = {}
+        for rec in records:
+            next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
+        stored = read_offsets(conn, next_offsets)
+        fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
+        outcomes: list[Outcome] = [
+            prepare(r.value, SourceRef(topic=r.topic, partition=r.partition, offset=r.offset))
+            for r in fresh
+        ]
+        result = append_in(conn, outcomes)
+        write_offsets(conn, next_offsets, stored=stored, rewound=rewound)
+    count_ingest(result.appended, result.duplicate, result.dead_letter, result.tombstone)
+    rejected = [(r, o) for r, o in zip(fresh, outcomes, strict=True) if isinstance(o, Rejected)]
+    return Durable(result, next_offsets, rejected)
+
+
+# ---------------------------------------------------------------- heartbeats
+
+
+def member_id(group: str) -> str:
+    """``host:pid/group``; a second consumer in the same process gets ``#n``."""
+    n = next(_instances)
+    suffix = f"#{n}" if n else ""
+    return f"{socket.gethostname()}:{os.getpid()}{suffix}/{group}"
+
+
+def write_heartbeat(
+    engine: Engine,
+    member: str,
+    group: str,
+    *,
+    lag: int,
+    caught_up: bool,
+    assigned: str,
+) -> None:
+    """Upsert this member's heartbeat; ``caught_up_at`` moves only when lag is 0."""
+    now = now_text()
+    values: dict[str, Any] = {
+        "group_id": group,
+        "heartbeat_at": now,
+        "lag_records": lag,
+        "assigned": assigned,
+    }
+    if caught_up:
+        values["caught_up_at"] = now
+    with write_tx(engine) as conn:
+        done = conn.execute(
+            update(consumer_heartbeats).where(consumer_heartbeats.c.member == member).values(values)
+        )
+        if done.rowcount == 0:
+            conn.execute(insert(consumer_heartbeats).values(member=member, **values))
+
+
+# ---------------------------------------------------------------- the consumer
+
+
+class SyncConsumer:
+    """One member of the consumer group (see the module docstring for the protocol)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        stop: threading.Event,
+        config: ConsumerConfig | None = None,
+        *,
+        on_batch: Callable[[Durable], None] | None = None,
+    ) -> None:
+        if not settings.kafka_bootstrap:
+            raise ConfigError("BO_KAFKA_BOOTSTRAP is not set: the consumer needs a broker")
+        self.settings = settings
+        self.engine = engine
+        self.stop = stop
+        self.config = config or ConsumerConfig()
+        self.on_batch = on_batch
+        self.group = settings.kafka_group
+        self.member = member_id(self.group)
+        self.stats = ConsumeStats()
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.batch: list[Record] = []
+        self.batch_started = 0.0
+        self.pending: set[TopicPartitionKey] = set()  # assigned, position not yet resolved
+        self.expected: dict[TopicPartitionKey, int] = {}  # next offset we expect to read
+        self.durable: dict[TopicPartitionKey, int] = {}  # next offsets stored in the database
+        self.rewound: set[TopicPartitionKey] = set()
+        self.paused_for_db = False
+        self.last_poll_empty = True
+        self.last_heartbeat = 0.0
+        self.broker_backoff = Backoff(self.config.backoff_start, self.config.backoff_max)
+        self.db_backoff = Backoff(self.config.backoff_start, self.config.backoff_max)
+
+    # -- lifecycle
+
+    def run(self) -> ConsumeStats:
+        """Consume until ``stop`` is set; finish and commit the current batch, then return."""
+        logger.info("consumer {} starting on {}", self.member, self.settings.topics)
+        try:
+            while not self.stop.is_set():
+                if self.consumer is None and not self._connect():
+                    continue
+                self._step()
+            self._drain()
+        finally:
+            self._close()
+        logger.info("consumer {} stopped: {}", self.member, self.stats.summary())
+        return self.stats
+
+    def _connect(self) -> bool:
+        cfg = self.config
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=self.group,
+                client_id=self.member,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=cfg.batch_size,
+                max_poll_interval_ms=cfg.max_poll_interval_ms,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                metadata_max_age_ms=cfg.metadata_max_age_ms,
+                reconnect_backoff_max_ms=int(cfg.backoff_max * 1000),
+            )
+            consumer.subscribe(self.settings.topics, listener=_Listener(self))
+        except KafkaError as exc:
+            self.stats.broker_retries += 1
+            logger.warning(
+                "broker unreachable ({}); retrying in {:.1f} s", exc, self.broker_backoff.delay
+            )
+            self._heartbeat(force=False)
+            self.broker_backoff.wait(self.stop)
+            return False
+        self.consumer = consumer
+        self.broker_backoff.reset()
+        return True
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except Exception as exc:  # closing is best effort
+                logger.warning("closing the consumer failed: {}", exc)
+            self.consumer = None
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=5)
+            except Exception as exc:
+                logger.warning("closing the DLQ producer failed: {}", exc)
+            self.producer = None
+
+    def _drain(self) -> None:
+        """On stop: append what is buffered (if the database answers) and commit it."""
+        if not self.batch:
+            return
+        try:
+            self._flush()
+        except DB_ERRORS as exc:
+            logger.warning(
+                "stopping with an unflushed batch (database: {}); it will be re-read", exc
+            )
+
+    # -- one turn of the loop
+
+    def _step(self) -> None:
+        try:
+            if self.paused_for_db:
+                self._retry_after_db_outage()
+                return
+            self._resolve_pending()
+            self._poll()
+            if self.batch and self._batch_due():
+                self._flush()
+            self._heartbeat(force=False)
+        except OffsetRegression as exc:
+            logger.error("{}; discarding the batch and re-reading from the database offsets", exc)
+            self._restart_from_database({r.tp for r in self.batch})
+        except IntegrityError as exc:  # a concurrent first write of the same partition
+            logger.warning(
+                "offset write raced ({}); re-reading from the database offsets", _first_line(exc)
+            )
+            self._restart_from_database({r.tp for r in self.batch})
+        except DB_ERRORS as exc:
+            self._database_down(exc)
+        except KafkaError as exc:
+            self.stats.broker_retries += 1
+            logger.warning(
+                "broker error ({}); retrying in {:.1f} s", exc, self.broker_backoff.delay
+            )
+            self.broker_backoff.wait(self.stop)
+
+    def _poll(self) -> None:
+        timeout = self.config.poll_ms
+        if self.batch:
+            left = self.batch_started + self.config.batch_ms / 1000 - time.monotonic()
+            timeout = max(0, int(left * 1000))
+        room = self.config.batch_size - len(self.batch)
+        polled = self.consumer.poll(timeout_ms=timeout, max_records=max(1, room))
+        got = 0
+        for tp, items in polled.items():
+            key = (tp.topic, tp.partition)
+            if key in self.pending:
+                continue  # fetched before its position was resolved: re-read after the seek
+            for item in items:
+                self._accept(Record(item.topic, item.partition, item.offset, item.key, item.value))
+                got += 1
+        if got and len(self.batch) == got:
+            self.batch_started = time.monotonic()
+        self.last_poll_empty = got == 0
+        self.broker_backoff.reset()
+
+    def _accept(self, rec: Record) -> None:
+        expected = self.expected.get(rec.tp)
+        if expected is not None and rec.offset < expected:
+            self._mark_rewound(rec.tp, f"record at offset {rec.offset} below expected {expected}")
+            self.batch = [r for r in self.batch if r.tp != rec.tp]
+        self.expected[rec.tp] = rec.offset + 1
+        self.batch.append(rec)
+
+    def _mark_rewound(self, tp: TopicPartitionKey, why: str) -> None:
+        logger.warning(
+            "{}[{}]: the broker's log restarted ({}); re-reading from its beginning, "
+            "duplicates are dropped by event_id",
+            tp[0],
+            tp[1],
+            why,
+        )
+        self.rewound.add(tp)
+        self.stats.rewinds += 1
+
+    def _batch_due(self) -> bool:
+        if len(self.batch) >= self.config.batch_size or self.last_poll_empty:
+            return True
+        return time.monotonic() - self.batch_started >= self.config.batch_ms / 1000
+
+    # -- steps 2 to 4
+
+    def _flush(self) -> None:
+        records = self.batch
+        rewound = frozenset(self.rewound & {r.tp for r in records})
+        durable = append_batch(self.engine, records, rewound=rewound)
+        self.batch = []
+        self.rewound -= rewound
+        self.durable.update(durable.offsets)
+        self.stats.records += len(records)
+        self.stats.batches += 1
+        self.stats.result.add(durable.result)
+        self.db_backoff.reset()
+        if durable.rejected:
+            self._produce_dlq(durable.rejected)
+        self._commit_kafka(durable.offsets)
+        self._heartbeat(force=False, appended=True)
+        if self.on_batch is not None:
+            self.on_batch(durable)
+
+    def _commit_kafka(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        if not offsets or self.consumer is None:
+            return
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        commit = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+            for (t, p), o in offsets.items()
+            if (t, p) in owned
+        }
+        if not commit:
+            return
+        try:
+            self.consumer.commit(offsets=commit, timeout_ms=self.config.commit_timeout_ms)
+        except KafkaError as exc:  # the database holds the truth
+            logger.warning("Kafka offset commit failed ({}); the database offsets stand", exc)
+
+    def _produce_dlq(self, rejected: list[tuple[Record, Rejected]]) -> None:
+        topic = self.settings.dlq_topic
+        if not topic:
+            return
+        try:
+            if self.producer is None:
+                self.producer = KafkaProducer(
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    client_id=f"{self.member}-dlq",
+                    acks="all",
+                    retries=5,
+                )
+            for rec, letter in rejected:
+                self.producer.send(
+                    topic,
+                    key=rec.key,
+                    value=letter.raw,
+                    headers=[
+                        ("reason", letter.reason.encode()),
+                        ("source_topic", rec.topic.encode()),
+                        ("source_partition", str(rec.partition).encode()),
+                        ("source_offset", str(rec.offset).encode()),
+                    ],
+                )
+            self.producer.flush(timeout=self.config.commit_timeout_ms / 1000)
+            self.stats.dlq_produced += len(rejected)
+        except KafkaError as exc:  # the dead letters are safe in the database
+            logger.warning(
+                "could not produce {} dead letters to {} ({}); they are in the dead_letters table",
+                len(rejected),
+                topic,
+                exc,
+            )
+
+    # -- assignment
+
+    def on_assigned(self, tps: list[Any]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in tps}
+        logger.info("assigned {}", sorted(keys))
+        self.pending |= keys
+        if tps:
+            self.consumer.pause(*tps)
+
+    def on_revoked(self, tps: list[Any]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in tps}
+        logger.info("revoked {}", sorted(keys))
+        if self.batch and any(r.tp in keys for r in self.batch):
+            try:
+                self._flush()
+            except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
+                logger.warning(
+                    "revoked with an unflushed batch ({}); the new owner re-reads it", exc
+                )
+                self.batch = [r for r in self.batch if r.tp not in keys]
+        self._forget(keys)
+
+    def on_lost(self, tps: list[Any]) -> None:
+        """Evicted from the group: another member may own these already, so flush nothing."""
+        keys = {(tp.topic, tp.partition) for tp in tps}
+        logger.warning("partitions lost {}; their unflushed records will be re-read", sorted(keys))
+        self.batch = [r for r in self.batch if r.tp not in keys]
+        self._forget(keys)
+
+    def _forget(self, keys: set[TopicPartitionKey]) -> None:
+        for key in keys:
+            self.pending.discard(key)
+            self.expected.pop(key, None)
+            self.durable.pop(key, None)
+            self.rewound.discard(key)
+            CONSUMER_LAG.remove(key[0], str(key[1]))
+
+    def _resolve_pending(self) -> None:
+        """Seek newly assigned partitions to the database offsets, then resume them."""
+        if not self.pending:
+            return
+        with self.engine.connect() as conn:
+            stored = read_offsets(conn, self.pending)
+        for key in sorted(self.pending):
+            tp = TopicPartition(*key)
+            offset = stored.get(key)
+            if offset is not None and self.consumer.committed(tp) is None:
+                self._mark_rewound(key, "the broker has no committed offset for this group")
+                offset = None
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+                self.expected.pop(key, None)
+            else:
+                self.consumer.seek(tp, offset)
+                self.expected[key] = offset
+                self.durable[key] = offset
+            self.consumer.resume(tp)
+        self.pending.clear()
+
+    def _restart_from_database(self, tps: set[TopicPartitionKey]) -> None:
+        self.batch = []
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        again = tps & owned
+        if again:
+            self.consumer.pause(*(TopicPartition(*k) for k in again))
+            self.pending |= again
+
+    # -- database outages
+
+    def _database_down(self, exc: BaseException) -> None:
+        self.stats.db_retries += 1
+        if not self.paused_for_db:
+            logger.warning("database unavailable ({}); pausing consumption", _first_line(exc))
+            self.consumer.pause(*self.consumer.assignment())
+            self.paused_for_db = True
+        self.db_backoff.wait(self.stop)
+
+    def _retry_after_db_outage(self) -> None:
+        self.consumer.poll(timeout_ms=0)  # keeps the group membership alive; paused → no data
+        self._resolve_pending()
+        if self.batch:
+            self._flush()
+        self.paused_for_db = False
+        resumable = [
+            tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in self.pending
+        ]
+        if resumable:
+            self.consumer.resume(*resumable)
+        logger.info("database reachable again; consumption resumed")
+
+    # -- heartbeats and lag
+
+    def _lag(self) -> tuple[int, bool]:
+        """Records behind the high watermark over assigned partitions; and whether it is known."""
+        if self.consumer is None:
+            return 0, False
+        total = 0
+        known = True
+        for tp in self.consumer.assignment():
+            key = (tp.topic, tp.partition)
+            highwater = self.consumer.highwater(tp)
+            done = self.durable.get(key)
+            if highwater is None or done is None or key in self.pending:
+                known = False
+                continue
+            behind = max(0, int(highwater) - done)
+            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+            total += behind
+        return total, known
+
+    def _heartbeat(self, *, force: bool, appended: bool = False) -> None:
+        now = time.monotonic()
+        if not force and not appended and now - self.last_heartbeat < self.config.heartbeat_every:
+            return
+        if appended and now - self.last_heartbeat < self.config.heartbeat_every:
+            # after an append, refresh only when it makes us caught up
+            lag, known = self._lag()
+            if not (known and lag == 0 and not self.batch):
+                return
+        lag, known = self._lag()
+        assigned = (
+            ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(self.consumer.assignment()))
+            if self.consumer is not None
+            else ""
+        )
+        try:
+            write_heartbeat(
+                self.engine,
+                self.member,
+                self.group,
+                lag=lag,
+                caught_up=known and lag == 0 and not self.batch,
+                assigned=assigned,
+            )
+        except DB_ERRORS as exc:
+            logger.warning("heartbeat not written ({})", _first_line(exc))
+        self.last_heartbeat = now
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Adapts kafka-python's rebalance callbacks to :class:`SyncConsumer`."""
+
+    def __init__(self, owner: SyncConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        self.owner.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        self.owner.on_assigned(list(assigned))
+
+    def on_partitions_lost(self, lost: Iterable[Any]) -> None:
+        self.owner.on_lost(list(lost))
+
+
+def run_consumer(
+    settings: Settings,
+    engine: Engine,
+    stop: threading.Event,
+    config: ConsumerConfig | None = None,
+) -> None:
+    """Consume ``settings.topics`` in group ``settings.kafka_group`` until ``stop`` is set."""
+    SyncConsumer(settings, engine, stop, config).run()
