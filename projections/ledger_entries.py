@@ -1,0 +1,95 @@
+"""``ledger_entries`` → table ``ledger_entries``: one row per ``tx_id`` (SPEC §4.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from eventlog.decode import format_decimal
+from eventlog.store import LoggedEvent
+from projections.base import Projection, Reader, State
+from projections.lww import data_columns, fold_entity, provenance
+from projections.tables import Row, TableDef
+
+SOURCE = "ledger_entries"
+SIGNS = {"PAYMENT": -1, "RECEIVE": 1}  # amount_signed when the source does not send it
+
+LEDGER_ENTRIES = TableDef(
+    name="ledger_entries",
+    key="tx_id",
+    columns=(
+        ("tx_id", "text"),
+        ("wallet_id", "text"),
+        ("type", "text"),
+        ("amount", "text"),
+        ("amount_signed", "text"),
+        ("currency", "text"),
+        ("status", "text"),
+        ("related_id", "text"),
+        ("related_type", "text"),
+        ("created_at", "text"),
+        ("updated_at", "text"),
+        ("version", "bigint"),
+        ("deleted", "bool"),
+        ("deleted_at", "text"),
+        ("source_ts", "text"),
+        ("lsn", "bigint"),
+        ("position", "bigint"),
+    ),
+    indexes=(("wallet", ("wallet_id", "created_at", "tx_id")), ("related", ("related_id",))),
+)
+
+_DATA = (
+    "wallet_id",
+    "type",
+    "amount",
+    "currency",
+    "status",
+    "related_id",
+    "related_type",
+    "created_at",
+)
+
+
+def signed_amount(entry_type: str | None, amount: str | None) -> str | None:
+    """``-amount`` for PAYMENT, ``+amount`` for RECEIVE, keeping the scale; else ``None``."""
+    sign = SIGNS.get(entry_type or "")
+    if sign is None or amount is None:
+        return None
+    return format_decimal(Decimal(amount) * sign, "amount_signed")
+
+
+def build_entry(
+    event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
+) -> Row:
+    """The winning change as a ``ledger_entries`` row."""
+    change = event.change
+    row: Row = {"tx_id": change.key}
+    row.update(data_columns(event, current, _DATA))
+    source_signed = change.row.get("amount_signed")
+    if source_signed is not None:
+        signed = source_signed
+    elif change.op == "d" and current is not None and change.row.get("amount") is None:
+        signed = current["amount_signed"]
+    else:
+        signed = signed_amount(row["type"], row["amount"])
+    row["amount_signed"] = signed
+    row.update(provenance(event, version, updated_at))
+    return {name: row[name] for name in LEDGER_ENTRIES.column_names}
+
+
+class LedgerEntriesV1(Projection):
+    """Ledger entries, last-writer-wins per ``tx_id``."""
+
+    name = "ledger_entries"
+    version = 1
+    tables = (LEDGER_ENTRIES,)
+
+    def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
+        keys = {e.change.key for e in events if e.change.table == SOURCE}
+        found = reader.by_key(LEDGER_ENTRIES.name, keys) if keys else {}
+        return {LEDGER_ENTRIES.name: {k: found.get(k) for k in keys}}
+
+    def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
+        missing = fold_entity(state[LEDGER_ENTRIES.name], events, SOURCE, build_entry)
+        return state, missing

@@ -1,0 +1,172 @@
+"""``pairs`` → table ``payment_ledger_pairs``: one row per ``related_id`` (SPEC §4.4).
+
+The projection keeps its own last-writer-wins state of every ledger leg (internal
+table ``pair_legs``) and recomputes the pair row of each ``related_id`` a batch touches
+(the old and the new one when a leg moves).
+
+Arrival-order independence: each leg remembers ``first_ts``, the earliest commit time
+of any of its events (winning or not). ``first_seen_at`` is the minimum ``first_ts``
+over the candidate legs; ``completed_at`` (only when COMPLETE) the later of the two
+legs' ``first_ts`` — so the same events in any order give the same row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from eventlog.store import LoggedEvent
+from projections.base import Projection, Reader, State
+from projections.lww import data_columns, merge, provenance
+from projections.tables import Row, TableDef
+
+SOURCE = "ledger_entries"
+LEG_TYPES = ("PAYMENT", "RECEIVE")
+CANDIDATE_RELATED_TYPES = (None, "PAYMENT_ORDER")
+COMPLETE, INCOMPLETE, CONFLICT = "COMPLETE", "INCOMPLETE", "CONFLICT"
+
+PAIRS = TableDef(
+    name="payment_ledger_pairs",
+    key="payment_order_id",
+    columns=(
+        ("payment_order_id", "text"),
+        ("payment_tx_id", "text"),
+        ("receive_tx_id", "text"),
+        ("payer_wallet_id", "text"),
+        ("receiver_wallet_id", "text"),
+        ("pairing_status", "text"),
+        ("leg_count", "int"),
+        ("first_seen_at", "text"),
+        ("completed_at", "text"),
+    ),
+    indexes=(("status", ("pairing_status", "first_seen_at")),),
+)
+
+PAIR_LEGS = TableDef(
+    name="pair_legs",
+    key="tx_id",
+    columns=(
+        ("tx_id", "text"),
+        ("wallet_id", "text"),
+        ("type", "text"),
+        ("related_id", "text"),
+        ("related_type", "text"),
+        ("updated_at", "text"),
+        ("version", "bigint"),
+        ("deleted", "bool"),
+        ("deleted_at", "text"),
+        ("source_ts", "text"),
+        ("lsn", "bigint"),
+        ("position", "bigint"),
+        ("first_ts", "text"),
+    ),
+    indexes=(("related", ("related_id",)),),
+    public=False,
+)
+
+_LEG_DATA = ("wallet_id", "type", "related_id", "related_type")
+
+
+def build_leg(
+    event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
+) -> Row:
+    row: Row = {"tx_id": event.change.key}
+    row.update(data_columns(event, current, _LEG_DATA))
+    row.update(provenance(event, version, updated_at))
+    row["first_ts"] = current["first_ts"] if current is not None else None
+    return {name: row[name] for name in PAIR_LEGS.column_names}
+
+
+def _earliest(*values: str | None) -> str | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def is_candidate(leg: Row) -> bool:
+    """Live, paired by ``related_id``, of a payment-order relation, and a PAYMENT/RECEIVE leg."""
+    return (
+        not leg["deleted"]
+        and leg["related_id"] is not None
+        and leg["related_type"] in CANDIDATE_RELATED_TYPES
+        and leg["type"] in LEG_TYPES
+    )
+
+
+def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
+    """The pair row from every leg currently pointing at ``related_id`` (``None``: no candidate)."""
+    candidates = sorted((leg for leg in legs if is_candidate(leg)), key=lambda leg: leg["tx_id"])
+    if not candidates:
+        return None
+    payments = [leg for leg in candidates if leg["type"] == "PAYMENT"]
+    receives = [leg for leg in candidates if leg["type"] == "RECEIVE"]
+    if len(payments) == 1 and len(receives) == 1:
+        status = COMPLETE
+    elif len(payments) > 1 or len(receives) > 1:
+        status = CONFLICT
+    else:
+        status = INCOMPLETE
+    pay = payments[0] if len(payments) == 1 else None
+    rec = receives[0] if len(receives) == 1 else None
+    completed = None
+    if status == COMPLETE and pay is not None and rec is not None:
+        times = [t for t in (pay["first_ts"], rec["first_ts"]) if t is not None]
+        completed = max(times) if times else None
+    return {
+        "payment_order_id": related_id,
+        "payment_tx_id": pay["tx_id"] if pay else None,
+        "receive_tx_id": rec["tx_id"] if rec else None,
+        "payer_wallet_id": pay["wallet_id"] if pay else None,
+        "receiver_wallet_id": rec["wallet_id"] if rec else None,
+        "pairing_status": status,
+        "leg_count": len(candidates),
+        "first_seen_at": _earliest(*(leg["first_ts"] for leg in candidates)),
+        "completed_at": completed,
+    }
+
+
+class PairsV1(Projection):
+    """Payment ↔ receive pairing per payment order."""
+
+    name = "pairs"
+    version = 1
+    tables = (PAIRS, PAIR_LEGS)
+
+    def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
+        keys = {e.change.key for e in events if e.change.table == SOURCE}
+        if not keys:
+            return {PAIRS.name: {}, PAIR_LEGS.name: {}}
+        legs: dict[str, Row | None] = dict.fromkeys(keys)
+        legs.update(reader.by_key(PAIR_LEGS.name, keys))
+        related = {e.change.row.get("related_id") for e in events if e.change.table == SOURCE} | {
+            leg["related_id"] for leg in legs.values() if leg is not None
+        }
+        related.discard(None)
+        names = {str(r) for r in related}
+        if names:
+            for leg in reader.by_column(PAIR_LEGS.name, "related_id", names):
+                legs[leg["tx_id"]] = leg
+        found = reader.by_key(PAIRS.name, names) if names else {}
+        return {PAIRS.name: {r: found.get(r) for r in names}, PAIR_LEGS.name: legs}
+
+    def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
+        legs = state[PAIR_LEGS.name]
+        touched: set[str] = set()
+        for event in events:
+            if event.change.table != SOURCE:
+                continue
+            key = event.change.key
+            current = legs.get(key)
+            new = merge(event, current, build_leg) or current
+            assert new is not None  # merge always wins over an absent row
+            first = _earliest(new["first_ts"], event.change.source_ts)
+            if first != new["first_ts"]:
+                new = {**new, "first_ts": first}
+            legs[key] = new
+            touched.update(r for r in (current and current["related_id"], new["related_id"]) if r)
+        by_related: dict[str, list[Row]] = {r: [] for r in touched}
+        for leg in legs.values():
+            if leg is not None and leg["related_id"] in by_related:
+                by_related[leg["related_id"]].append(leg)
+        pairs = state[PAIRS.name]
+        for related_id, group in by_related.items():
+            pairs[related_id] = pair_row(related_id, group)
+        return state, 0  # counted once, by ledger_entries

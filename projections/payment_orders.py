@@ -1,0 +1,104 @@
+"""``payment_orders`` → table ``payment_orders``: one row per ``order_id`` (SPEC §4.3).
+
+Version 1 always says ``status_group`` UNKNOWN; version 2 maps the raw status through
+``BO_STATUS_MAP`` (its hash is part of v2's fingerprint, so a mapping change is stale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from eventlog.store import LoggedEvent
+from projections.base import Projection, Reader, State
+from projections.lww import Builder, data_columns, fold_entity, provenance
+from projections.tables import Row, TableDef
+
+SOURCE = "payment_orders"
+UNKNOWN = "UNKNOWN"
+
+PAYMENT_ORDERS = TableDef(
+    name="payment_orders",
+    key="order_id",
+    columns=(
+        ("order_id", "text"),
+        ("payer_wallet_id", "text"),
+        ("receiver_wallet_id", "text"),
+        ("amount", "text"),
+        ("currency", "text"),
+        ("status", "text"),
+        ("status_group", "text"),
+        ("created_at", "text"),
+        ("updated_at", "text"),
+        ("settled_at", "text"),
+        ("failed_at", "text"),
+        ("version", "bigint"),
+        ("deleted", "bool"),
+        ("deleted_at", "text"),
+        ("source_ts", "text"),
+        ("lsn", "bigint"),
+        ("position", "bigint"),
+    ),
+)
+
+_DATA = (
+    "payer_wallet_id",
+    "receiver_wallet_id",
+    "amount",
+    "currency",
+    "status",
+    "created_at",
+    "settled_at",
+    "failed_at",
+)
+
+
+def order_builder(mapping: Mapping[str, str]) -> Builder:
+    """A row builder that groups statuses with ``mapping`` (empty: every status UNKNOWN)."""
+
+    def build(
+        event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
+    ) -> Row:
+        row: Row = {"order_id": event.change.key}
+        row.update(data_columns(event, current, _DATA))
+        row["status_group"] = mapping.get(row["status"] or "", UNKNOWN)
+        row.update(provenance(event, version, updated_at))
+        return {name: row[name] for name in PAYMENT_ORDERS.column_names}
+
+    return build
+
+
+class _PaymentOrders(Projection):
+    name = "payment_orders"
+    tables = (PAYMENT_ORDERS,)
+
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        self.mapping: dict[str, str] = dict(mapping or {})
+        self._build = order_builder(self.mapping)
+
+    def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
+        keys = {e.change.key for e in events if e.change.table == SOURCE}
+        found = reader.by_key(PAYMENT_ORDERS.name, keys) if keys else {}
+        return {PAYMENT_ORDERS.name: {k: found.get(k) for k in keys}}
+
+    def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
+        missing = fold_entity(state[PAYMENT_ORDERS.name], events, SOURCE, self._build)
+        return state, missing
+
+
+class PaymentOrdersV1(_PaymentOrders):
+    """Orders with ``status_group`` always UNKNOWN (no mapping)."""
+
+    version = 1
+
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        super().__init__(None)  # v1 ignores any mapping by definition
+
+
+class PaymentOrdersV2(_PaymentOrders):
+    """Orders with ``status_group`` from ``BO_STATUS_MAP``."""
+
+    version = 2
+
+    def config(self) -> dict[str, Any]:
+        return {"status_map": dict(sorted(self.mapping.items()))}

@@ -1,0 +1,317 @@
+"""The live runner (SPEC §4.5): keep every active projection version up to the log head.
+
+One step of one projection version, in one transaction:
+
+1. lock its checkpoint row (PostgreSQL ``SELECT … FOR UPDATE``; SQLite holds the
+   database write lock from ``BEGIN IMMEDIATE``), so concurrent runners (N API replicas,
+   ``bo project``, a rebuild's swap) take turns and never apply an event twice;
+2. read the next batch of events after the checkpoint position;
+3. fold it (pure) against the stored rows and write the row changes;
+4. move the checkpoint to the batch's last position — also for events the projection
+   ignores — and commit.
+
+A builder exception rolls the batch back, replays it one event at a time to find the
+failing event, commits the good ones, and marks that version ``failed`` with the error
+and the failing position; the checkpoint stays before that event (never skipped).
+Other versions and ingest carry on. Database outages (``OperationalError``) are not
+builder errors: they propagate (``run_once``) or are retried (``run_forever``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from eventlog.db import is_sqlite, read_tx, write_tx
+from eventlog.metrics import FRESHNESS, VERSION_MISSING
+from eventlog.settings import Settings
+from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position, iter_events
+from eventlog.timeutil import parse_ts, utcnow
+from projections import registry
+from projections.base import Changes, Projection
+from projections.checksum import table_checksum
+from projections.store import (
+    ACTIVE,
+    FAILED,
+    SERVING,
+    STANDBY,
+    all_checkpoints,
+    apply_batch,
+    count_rows,
+    ensure_projections,
+    get_checkpoint,
+    pairs_of,
+    put_checkpoint,
+    serving_version,
+    tables_for,
+)
+
+TRANSIENT = (OperationalError, InterfaceError)
+ENTITY_SOURCES = {"ledger_entries": "ledger_entries", "payment_orders": "payment_orders"}
+
+
+@dataclass(slots=True)
+class Progress:
+    projection: str
+    version: int
+    state: str
+    position: int
+    applied: int = 0
+    last_error: str | None = None
+    error_position: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "version": self.version,
+            "state": self.state,
+            "position": self.position,
+            "applied": self.applied,
+            "last_error": self.last_error,
+            "error_position": self.error_position,
+        }
+
+
+class Runner:
+    """Applies the log to every active (serving or standby) projection version.
+
+    ``run_once()`` catches up to the head seen at its start and returns a summary;
+    ``run_forever(stop)`` keeps doing so, woken by NOTIFY on PostgreSQL or by polling.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings | None,
+        *,
+        batch: int = 5000,
+        poll_interval: float | None = None,
+        checksum_limit: int = 200_000,
+        checksum_every: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.batch = batch
+        self.poll_interval = poll_interval or (0.25 if is_sqlite(engine) else 1.0)
+        self.checksum_limit = checksum_limit
+        self.checksum_every = checksum_every
+        self._ensured = False
+        self._checksummed: dict[tuple[str, int], float] = {}
+
+    # ------------------------------------------------------------ one pass
+
+    def run_once(self, *, checksums: bool = True, force_checksums: bool = False) -> dict[str, Any]:
+        """Catch every active version up to the current head; return a JSON-able summary."""
+        if not self._ensured:
+            ensure_projections(self.engine, self.settings)
+            self._ensured = True
+        with read_tx(self.engine) as conn:
+            head = head_position(conn)
+            found = all_checkpoints(conn)
+        progress: list[Progress] = []
+        for cp in found:
+            item = Progress(cp.projection, cp.version, cp.state, cp.position)
+            item.last_error, item.error_position = cp.last_error, cp.error_position
+            progress.append(item)
+            if cp.state not in ACTIVE or cp.version not in registry.VERSIONS.get(cp.projection, {}):
+                continue
+            projection = registry.make(cp.projection, cp.version, self.settings)
+            if cp.position < head:
+                self._advance(projection, head, item)
+            if checksums and item.state in ACTIVE:
+                self._refresh_checksum(projection, force=force_checksums)
+        return {
+            "head": head,
+            "applied": sum(p.applied for p in progress),
+            "failed": [f"{p.projection}.v{p.version}" for p in progress if p.state == FAILED],
+            "projections": [p.as_dict() for p in progress],
+        }
+
+    def _advance(self, projection: Projection, head: int, item: Progress) -> None:
+        """Step until ``head``; on a builder error find the failing event and fail the version."""
+        size, careful_until = self.batch, 0
+        while item.position < head:
+            step = 1 if item.position < careful_until else size
+            try:
+                done = self._step(projection, step, item)
+            except TRANSIENT:
+                raise
+            except Exception as exc:
+                if step > 1:
+                    careful_until = item.position + step  # replay this batch one by one
+                    continue
+                self._fail(projection, item, exc)
+                return
+            if not done:
+                return
+
+    def _step(self, projection: Projection, size: int, item: Progress) -> bool:
+        tables = tables_for(projection)
+        with write_tx(self.engine) as conn:
+            cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+            if cp is None or cp.state not in ACTIVE:
+                item.state = cp.state if cp else item.state
+                return False
+            events = next(iter_events(conn, cp.position, batch=size), [])
+            if not events:
+                item.position = cp.position
+                return False
+            changes = apply_batch(conn, projection, tables, events)
+            public = projection.public.name
+            put_checkpoint(
+                conn,
+                projection.name,
+                projection.version,
+                position=events[-1].position,
+                rows=cp.rows + changes.rows_delta.get(public, 0),
+                checksum=None,
+            )
+        item.applied += events[-1].position - cp.position
+        item.position = events[-1].position
+        item.state = cp.state
+        if cp.state == SERVING:
+            _observe(projection, events, changes)
+        return True
+
+    def _fail(self, projection: Projection, item: Progress, exc: Exception) -> None:
+        detail = str(exc).strip().splitlines()
+        message = f"{type(exc).__name__}: {detail[0] if detail else ''}"
+        with write_tx(self.engine) as conn:
+            cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+            position = (cp.position if cp else item.position) + 1
+            put_checkpoint(
+                conn,
+                projection.name,
+                projection.version,
+                state=FAILED,
+                last_error=message[:2000],
+                error_position=position,
+            )
+        item.state, item.last_error, item.error_position = FAILED, message[:2000], position
+        logger.error(
+            "projection {}.v{} failed at position {}: {}",
+            projection.name,
+            projection.version,
+            position,
+            message,
+        )
+
+    def _refresh_checksum(self, projection: Projection, *, force: bool) -> None:
+        """Store the checksum of a caught-up version (small tables, or when forced)."""
+        key = (projection.name, projection.version)
+        now = time.monotonic()
+        if not force and now - self._checksummed.get(key, -1e9) < self.checksum_every:
+            return
+        with write_tx(self.engine) as conn:
+            cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+            if cp is None or cp.state not in ACTIVE or cp.checksum is not None:
+                return
+            if not force and cp.rows > self.checksum_limit:
+                return
+            tables = tables_for(projection)
+            digest = table_checksum(conn, pairs_of(projection, tables))
+            rows = count_rows(conn, tables[projection.public.name])
+            put_checkpoint(conn, projection.name, projection.version, checksum=digest, rows=rows)
+        self._checksummed[key] = now
+
+    # ------------------------------------------------------------ recovery
+
+    def retry_failed(self) -> list[str]:
+        """Put failed versions back to work (serving if their view serves them, else standby)."""
+        retried: list[str] = []
+        with write_tx(self.engine) as conn:
+            for cp in all_checkpoints(conn):
+                if cp.state != FAILED:
+                    continue
+                state = SERVING if serving_version(conn, cp.projection) == cp.version else STANDBY
+                put_checkpoint(
+                    conn,
+                    cp.projection,
+                    cp.version,
+                    state=state,
+                    last_error=None,
+                    error_position=None,
+                )
+                retried.append(f"{cp.projection}.v{cp.version}")
+        return retried
+
+    # ------------------------------------------------------------ forever
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Follow the log until ``stop`` is set (used in-process by ``bo serve``)."""
+        listener = None if is_sqlite(self.engine) else _Listener(self.engine)
+        backoff = self.poll_interval
+        try:
+            while not stop.is_set():
+                try:
+                    summary = self.run_once()
+                except TRANSIENT as exc:
+                    logger.warning("projection runner: database unavailable: {}", exc.orig)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = self.poll_interval
+                if summary["applied"]:
+                    continue
+                if listener is not None:
+                    listener.wait(self.poll_interval, stop)
+                else:
+                    stop.wait(self.poll_interval)
+        finally:
+            if listener is not None:
+                listener.close()
+
+
+def _observe(projection: Projection, events: Sequence[LoggedEvent], changes: Changes) -> None:
+    """Metrics for a serving version: freshness (the one wall-clock read) and key-less changes."""
+    source = ENTITY_SOURCES.get(projection.name)
+    if source is None:
+        return
+    if changes.version_missing:
+        VERSION_MISSING.inc(changes.version_missing)
+    now = utcnow()
+    for event in events:
+        if event.change.table == source and event.change.source_ts is not None:
+            FRESHNESS.observe(max(0.0, (now - parse_ts(event.change.source_ts)).total_seconds()))
+
+
+class _Listener:
+    """LISTEN on the log's NOTIFY channel; any failure falls back to polling."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except Exception as exc:  # any listener trouble: poll instead, reconnect next time
+            logger.debug("projection runner: LISTEN unavailable ({}), polling", exc)
+            self.close()
+            stop.wait(timeout)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception as exc:  # closing a broken connection
+                logger.debug("closing listener: {}", exc)
+            self._conn = None

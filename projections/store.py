@@ -1,0 +1,316 @@
+"""The SQL side of projections: tables per version, rows, checkpoints and serving views.
+
+Everything here runs inside a transaction the caller opened, so rows and checkpoint
+are written together. DDL is transactional on both backends, which is what makes a
+swap (drop view, drop old table, rename new, create view, checkpoint) atomic: a reader
+sees the old version or the new one, never a half-built table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from eventlog.db import is_sqlite, write_tx
+from eventlog.schema import checkpoints
+from eventlog.settings import Settings
+from eventlog.store import LoggedEvent
+from eventlog.timeutil import now_text
+from projections import registry
+from projections.base import Changes, Projection
+from projections.tables import (
+    Row,
+    TableDef,
+    index_name,
+    index_objects,
+    physical_table,
+    qualified,
+)
+
+BUILDING, SERVING, STANDBY, FAILED, RETIRED = "building", "serving", "standby", "failed", "retired"
+STATES = (BUILDING, SERVING, STANDBY, FAILED, RETIRED)
+ACTIVE = (SERVING, STANDBY)  # versions the live runner keeps up to date
+NEW = "__new"
+_CHUNK = 5000
+_SETUP_LOCK = 0x626F70726F6A  # "boproj": serialises first-start DDL on PostgreSQL
+
+
+Tables = dict[str, Table]  # logical table name → physical table
+
+
+def tables_for(projection: Projection, suffix: str = "") -> Tables:
+    return {t.name: physical_table(t, projection.version, suffix) for t in projection.tables}
+
+
+def pairs_of(projection: Projection, tables: Tables) -> list[tuple[TableDef, Table]]:
+    return [(t, tables[t.name]) for t in projection.tables]
+
+
+# ---------------------------------------------------------------- rows
+
+
+class SqlReader:
+    """:class:`projections.base.Reader` over physical tables, inside one transaction."""
+
+    def __init__(self, conn: Connection, tables: Tables) -> None:
+        self.conn = conn
+        self.tables = tables
+
+    def by_key(self, table: str, keys: Collection[str]) -> dict[str, Row]:
+        physical = self.tables[table]
+        key = next(iter(physical.primary_key.columns))
+        return {row[key.name]: row for row in self._where(physical, key.name, keys)}
+
+    def by_column(self, table: str, column: str, values: Collection[str]) -> list[Row]:
+        return list(self._where(self.tables[table], column, values))
+
+    def _where(self, physical: Table, column: str, values: Collection[str]) -> Iterator[Row]:
+        items = sorted(values)
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            query = select(physical).where(physical.c[column].in_(chunk))
+            for row in self.conn.execute(query).mappings():
+                yield dict(row)
+
+
+def write_changes(conn: Connection, tables: Tables, changes: Changes) -> None:
+    """Upsert changed rows and delete removed ones."""
+    for name, rows in changes.upserts.items():
+        if rows:
+            _upsert(conn, tables[name], rows)
+    for name, keys in changes.deletes.items():
+        if keys:
+            physical = tables[name]
+            key = next(iter(physical.primary_key.columns))
+            for start in range(0, len(keys), _CHUNK):
+                conn.execute(delete(physical).where(key.in_(keys[start : start + _CHUNK])))
+
+
+def _upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
+    key = next(iter(physical.primary_key.columns)).name
+    stmt = sqlite.insert(physical) if is_sqlite(conn) else postgresql.insert(physical)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c.name: stmt.excluded[c.name] for c in physical.columns if c.name != key},
+    )
+    conn.execute(stmt, list(rows))
+
+
+def apply_batch(
+    conn: Connection, projection: Projection, tables: Tables, events: Sequence[LoggedEvent]
+) -> Changes:
+    """Fold one batch against the stored rows and write the result (caller's transaction)."""
+    changes = projection.apply(events, SqlReader(conn, tables))
+    write_changes(conn, tables, changes)
+    return changes
+
+
+def count_rows(conn: Connection, physical: Table) -> int:
+    return int(conn.execute(select(text("count(*)")).select_from(physical)).scalar_one())
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    projection: str
+    version: int
+    position: int
+    fingerprint: str
+    state: str
+    rows: int
+    checksum: str | None
+    last_error: str | None
+    error_position: int | None
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> Checkpoint:
+        return cls(
+            projection=row.projection,
+            version=int(row.version),
+            position=int(row.position),
+            fingerprint=row.fingerprint,
+            state=row.state,
+            rows=int(row.rows),
+            checksum=row.checksum,
+            last_error=row.last_error,
+            error_position=None if row.error_position is None else int(row.error_position),
+            updated_at=row.updated_at,
+        )
+
+
+def get_checkpoint(
+    conn: Connection, name: str, version: int, *, lock: bool = False
+) -> Checkpoint | None:
+    """One checkpoint; ``lock`` takes ``SELECT … FOR UPDATE`` on PostgreSQL (SQLite: write_tx)."""
+    query = select(checkpoints).where(
+        checkpoints.c.projection == name, checkpoints.c.version == version
+    )
+    if lock and not is_sqlite(conn):
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return None if row is None else Checkpoint.from_row(row)
+
+
+def all_checkpoints(conn: Connection) -> list[Checkpoint]:
+    rows = conn.execute(
+        select(checkpoints).order_by(checkpoints.c.projection, checkpoints.c.version)
+    ).all()
+    return [Checkpoint.from_row(r) for r in rows]
+
+
+def put_checkpoint(conn: Connection, name: str, version: int, **values: Any) -> None:
+    """Insert or update a checkpoint row (``fingerprint`` and ``state`` needed to insert)."""
+    values["updated_at"] = now_text()
+    done = conn.execute(
+        update(checkpoints)
+        .where(checkpoints.c.projection == name, checkpoints.c.version == version)
+        .values(**values)
+    )
+    if done.rowcount == 0:
+        conn.execute(insert(checkpoints).values(projection=name, version=version, **values))
+
+
+# ---------------------------------------------------------------- tables and views
+
+
+def create_tables(
+    conn: Connection, projection: Projection, suffix: str = "", *, indexes: bool = True
+) -> Tables:
+    """Create the version's tables (empty), with their secondary indexes unless told not to."""
+    tables = tables_for(projection, suffix)
+    for table, physical in pairs_of(projection, tables):
+        physical.create(conn, checkfirst=True)
+        if indexes:
+            for index in index_objects(table, physical):
+                index.create(conn, checkfirst=True)
+    return tables
+
+
+def create_indexes(conn: Connection, projection: Projection, suffix: str) -> None:
+    for table, physical in pairs_of(projection, tables_for(projection, suffix)):
+        for index in index_objects(table, physical):
+            index.create(conn, checkfirst=True)
+
+
+def tables_exist(conn: Connection, projection: Projection, suffix: str = "") -> bool:
+    return all(
+        conn.dialect.has_table(conn, p.name, schema=None if is_sqlite(conn) else p.schema)
+        for p in tables_for(projection, suffix).values()
+    )
+
+
+def drop_tables(conn: Connection, projection: Projection, suffix: str = "") -> None:
+    for physical in tables_for(projection, suffix).values():
+        conn.execute(text(f"DROP TABLE IF EXISTS {qualified(conn, physical.name)}"))
+
+
+def rename_new(conn: Connection, projection: Projection) -> None:
+    """``<table>_v<N>__new`` → ``<table>_v<N>`` with its key and indexes (old ones dropped)."""
+    for table in projection.tables:
+        new = table.physical(projection.version, NEW)
+        final = table.physical(projection.version)
+        conn.execute(text(f"ALTER TABLE {qualified(conn, new)} RENAME TO {final}"))
+        if is_sqlite(conn):
+            for label, _cols in table.indexes:
+                conn.execute(text(f"DROP INDEX IF EXISTS {index_name(new, label)}"))
+            physical = physical_table(table, projection.version)
+            for index in index_objects(table, physical):
+                index.create(conn, checkfirst=True)
+            continue
+        conn.execute(text(f"ALTER INDEX {qualified(conn, 'pk_' + new)} RENAME TO pk_{final}"))
+        for label, _cols in table.indexes:
+            old_name, new_name = index_name(new, label), index_name(final, label)
+            conn.execute(text(f"ALTER INDEX {qualified(conn, old_name)} RENAME TO {new_name}"))
+
+
+def drop_view(conn: Connection, table: TableDef) -> None:
+    conn.execute(text(f"DROP VIEW IF EXISTS {qualified(conn, table.name)}"))
+
+
+def create_view(conn: Connection, table: TableDef, version: int) -> None:
+    columns = ", ".join(table.column_names)
+    source = qualified(conn, table.physical(version))
+    conn.execute(
+        text(f"CREATE VIEW {qualified(conn, table.name)} AS SELECT {columns} FROM {source}")
+    )
+
+
+def point_views(conn: Connection, projection: Projection) -> None:
+    """Make the public views select from ``projection``'s version (inside the caller's tx)."""
+    for table in projection.tables:
+        if table.public:
+            drop_view(conn, table)
+            create_view(conn, table, projection.version)
+
+
+def serving_version(conn: Connection, name: str) -> int | None:
+    """Which version the stable view of ``name`` selects from (``None``: no view yet)."""
+    public = registry.make(name, None, None).public
+    if is_sqlite(conn):
+        sql = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = :n"),
+            {"n": public.name},
+        ).scalar()
+    else:
+        sql = conn.execute(
+            text("SELECT definition FROM pg_views WHERE schemaname = 'bo' AND viewname = :n"),
+            {"n": public.name},
+        ).scalar()
+    if sql is None:
+        return None
+    match = re.search(rf"\b{public.name}_v(\d+)\b", str(sql).split("FROM", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def serving_versions(conn: Connection) -> dict[str, int | None]:
+    return {name: serving_version(conn, name) for name in registry.NAMES}
+
+
+# ---------------------------------------------------------------- first start
+
+
+def ensure_projections(engine: Engine, settings: Settings | None) -> list[str]:
+    """Create the default serving version of every projection that has none yet.
+
+    Idempotent and safe to race: the DDL runs under the database write lock (SQLite) or
+    an advisory transaction lock (PostgreSQL). Returns the projections it created.
+    """
+    with engine.connect() as conn:
+        if all(v is not None for v in serving_versions(conn).values()):
+            return []
+    created: list[str] = []
+    with write_tx(engine) as conn:
+        if not is_sqlite(conn):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_LOCK})
+        for name in registry.NAMES:
+            if serving_version(conn, name) is not None:
+                continue
+            projection = registry.make(name, registry.default_version(name, settings), settings)
+            create_tables(conn, projection)
+            point_views(conn, projection)
+            existing = get_checkpoint(conn, name, projection.version)
+            if existing is None or existing.state == RETIRED:
+                put_checkpoint(
+                    conn,
+                    name,
+                    projection.version,
+                    position=0,
+                    rows=0,
+                    fingerprint=projection.fingerprint(),
+                    state=SERVING,
+                    checksum=None,
+                    last_error=None,
+                    error_position=None,
+                )
+            elif existing.state == STANDBY:
+                put_checkpoint(conn, name, projection.version, state=SERVING)
+            created.append(name)
+    return created
