@@ -1,0 +1,451 @@
+"""Backfill: read the OLTP tables in one consistent snapshot and append ``op r`` events.
+
+Protocol (``bo backfill --oltp-dsn DSN``):
+
+1. open one ``REPEATABLE READ, READ ONLY`` transaction on the OLTP database: every table
+   is read from the same snapshot; note the snapshot's time (``now()``), WAL position
+   (``pg_current_wal_lsn()``) and transaction id;
+2. per table, read rows in primary-key order after the last key recorded in
+   ``eventlog.backfill_progress`` for this run (server-side cursor, in batches);
+3. turn each row into a Debezium-shaped snapshot event (``op r``, ``source.snapshot``
+   ``true``) and append the batch through ``prepare`` + ``EventLog.append``; the run's
+   progress (last key, rows) is written in the SAME transaction, so an interrupted run
+   continues after the last appended key and never skips one;
+4. mark the table done.
+
+Convergence with live changes consumed before or after: the snapshot event carries the
+row's own ``version`` and ``updated_at`` (the first two fields of the projections'
+last-writer-wins order key), and ``source.lsn`` = the snapshot's WAL position, so a
+change committed after the snapshot (higher version / later ``updated_at`` / higher
+lsn) wins, and a change already consumed that the snapshot also saw is the same state.
+``source.ts_ms`` is the row's ``updated_at`` (else ``created_at``, else the snapshot
+time): the best known commit time of the row's current state, which keeps
+``first_seen_at``/``completed_at`` of pairs meaningful for historical rows.
+A resumed run reads the remaining keys from a new snapshot; rows changed in between
+reach the log through the live stream, and re-appending an unchanged row with the same
+snapshot coordinates is a ``duplicate`` (``event_id`` dedupe).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from eventlog.db import write_tx
+from eventlog.decode import TABLES
+from eventlog.errors import ConfigError, UsageError
+from eventlog.schema import backfill_progress
+from eventlog.store import AppendResult, EventLog, Outcome, SourceRef, prepare
+from eventlog.timeutil import now_text
+
+DEFAULT_TABLES = ("ledger_entries", "payment_orders")
+BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Coordinates shared by every event of one backfill snapshot."""
+
+    db: str
+    ts_ms: int
+    lsn: int
+    tx_id: int
+
+
+@dataclass(slots=True)
+class TableReport:
+    table: str
+    rows: int = 0
+    skipped: bool = False  # already completed by an earlier run
+    result: AppendResult = field(default_factory=AppendResult)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "skipped": self.skipped,
+            **self.result.summary(),
+        }
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    run_id: str
+    tables: list[TableReport] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        total = AppendResult()
+        for table in self.tables:
+            total.add(table.result)
+        return {
+            "run_id": self.run_id,
+            "rows": sum(t.rows for t in self.tables),
+            **total.summary(),
+            "head": total.head,
+            "tables": [t.summary() for t in self.tables],
+        }
+
+
+def parse_tables(value: str | None) -> list[str]:
+    """``ledger_entries,payment_orders`` → list; unknown names are a usage error."""
+    names = [t.strip() for t in (value or ",".join(DEFAULT_TABLES)).split(",") if t.strip()]
+    unknown = [n for n in names if n not in TABLES]
+    if not names or unknown:
+        raise UsageError(
+            f"--tables: unknown table {', '.join(unknown) or '(none)'} "
+            f"(choose from {', '.join(DEFAULT_TABLES)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def libpq_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs too (``postgresql+psycopg://``)."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql://" + dsn[len(prefix) :]
+    return dsn
+
+
+def default_run_id(conn: psycopg.Connection[Any], tables: Sequence[str]) -> str:
+    """A stable id for "this OLTP database and these tables", so a re-run resumes."""
+    row = conn.execute(
+        "SELECT current_database(), coalesce(host(inet_server_addr()), 'local'), "
+        "coalesce(inet_server_port(), 0)"
+    ).fetchone()
+    assert row is not None
+    ident = f"{row[0]}@{row[1]}:{row[2]}/{','.join(tables)}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return f"{row[0]}-{digest}"
+
+
+def backfill(
+    engine: Engine,
+    dsn: str,
+    tables: Sequence[str] = DEFAULT_TABLES,
+    *,
+    schema: str = "public",
+    run_id: str | None = None,
+    restart: bool = False,
+    batch: int = BATCH,
+    on_total: Callable[[int], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    stop_after: int | None = None,
+) -> BackfillReport:
+    """Run (or resume) a backfill of ``tables`` from the OLTP database at ``dsn``.
+
+    ``stop_after`` stops after that many rows (tests use it to simulate an interruption).
+    """
+    log = EventLog(engine)
+    try:
+        oltp = psycopg.connect(libpq_dsn(dsn), autocommit=False, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot connect to the OLTP database: {_first_line(exc)}") from exc
+    with oltp:
+        oltp.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        oltp.read_only = True
+        run = run_id or default_run_id(oltp, tables)
+        if restart:
+            _reset_progress(engine, run)
+        snap = _snapshot(oltp)
+        report = BackfillReport(run)
+        columns = {t: _columns(oltp, schema, t) for t in tables}
+        progress = _progress(engine, run)
+        if on_total is not None:
+            on_total(sum(_remaining(oltp, schema, t, columns[t], progress.get(t)) for t in tables))
+        budget = stop_after
+        for table in tables:
+            state = progress.get(table)
+            if state is not None and state[1]:
+                report.tables.append(TableReport(table, skipped=True))
+                continue
+            done = _copy_table(
+                log,
+                oltp,
+                snap,
+                schema,
+                table,
+                columns[table],
+                run,
+                after=state[0] if state else None,
+                batch=batch,
+                budget=budget,
+                on_rows=on_rows,
+            )
+            report.tables.append(done)
+            if budget is not None:
+                budget -= done.rows
+                if budget <= 0:
+                    break
+        oltp.rollback()
+    return report
+
+
+# ---------------------------------------------------------------- OLTP side
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    names: list[str]
+    key: str
+    key_type: str
+
+
+def _snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
+    row = conn.execute(
+        "SELECT current_database(), (extract(epoch FROM now()) * 1000)::bigint, "
+        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, "
+        "txid_snapshot_xmin(txid_current_snapshot())"
+    ).fetchone()
+    assert row is not None
+    return Snapshot(db=str(row[0]), ts_ms=int(row[1]), lsn=int(row[2]), tx_id=int(row[3]))
+
+
+def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> Columns:
+    key = TABLES[table].key
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum",
+        (schema, table),
+    ).fetchall()
+    if not rows:
+        raise ConfigError(f"OLTP table {schema}.{table} not found")
+    types = {str(r[0]): str(r[1]) for r in rows}
+    if key not in types:
+        raise ConfigError(f"OLTP table {schema}.{table} has no {key} column")
+    return Columns([str(r[0]) for r in rows], key, types[key])
+
+
+def _after_clause(cols: Columns, after: str | None) -> tuple[sql.Composable, tuple[Any, ...]]:
+    if after is None:
+        return sql.SQL(""), ()
+    clause = sql.SQL(" WHERE {} > CAST(%s AS {})").format(
+        sql.Identifier(cols.key), sql.SQL(cols.key_type)
+    )
+    return clause, (after,)
+
+
+def _remaining(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    cols: Columns,
+    state: tuple[str | None, bool] | None,
+) -> int:
+    if state is not None and state[1]:
+        return 0
+    where, params = _after_clause(cols, state[0] if state else None)
+    query = (
+        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        + where
+    )
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _rows(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    cols: Columns,
+    after: str | None,
+    batch: int,
+) -> Iterator[list[dict[str, Any]]]:
+    where, params = _after_clause(cols, after)
+    query = (
+        sql.SQL("SELECT {} FROM {}.{}").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in cols.names),
+            sql.Identifier(schema),
+            sql.Identifier(table),
+        )
+        + where
+        + sql.SQL(" ORDER BY {}").format(sql.Identifier(cols.key))
+    )
+    with conn.cursor(name=f"bo_backfill_{table}") as cur:
+        cur.itersize = batch
+        cur.execute(query, params)
+        while True:
+            chunk = cur.fetchmany(batch)
+            if not chunk:
+                return
+            yield [dict(zip(cols.names, r, strict=True)) for r in chunk]
+
+
+# ---------------------------------------------------------------- events
+
+
+def _json_value(value: Any) -> Any:
+    """Debezium's JSON encodings: decimals as strings, times as ISO-8601 (UTC when naive)."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.isoformat()  # timestamp without time zone: read as UTC
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1_000_000)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _commit_ms(row: dict[str, Any], snap: Snapshot) -> int:
+    for column in ("updated_at", "created_at"):
+        value = row.get(column)
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return int(aware.timestamp() * 1000)
+    return snap.ts_ms
+
+
+def snapshot_event(table: str, schema: str, row: dict[str, Any], snap: Snapshot) -> bytes:
+    """One Debezium-shaped ``op r`` event for ``row`` read in ``snap``."""
+    doc = {
+        "before": None,
+        "after": {k: _json_value(v) for k, v in row.items()},
+        "source": {
+            "connector": "bo-backfill",
+            "name": "backfill",
+            "ts_ms": _commit_ms(row, snap),
+            "snapshot": "true",
+            "db": snap.db,
+            "schema": schema,
+            "table": table,
+            "txId": snap.tx_id,
+            "lsn": snap.lsn,
+        },
+        "op": "r",
+        "ts_ms": snap.ts_ms,
+    }
+    return orjson.dumps(doc)
+
+
+def _copy_table(
+    log: EventLog,
+    oltp: psycopg.Connection[Any],
+    snap: Snapshot,
+    schema: str,
+    table: str,
+    cols: Columns,
+    run: str,
+    *,
+    after: str | None,
+    batch: int,
+    budget: int | None,
+    on_rows: Callable[[int], None] | None,
+) -> TableReport:
+    report = TableReport(table)
+    for chunk in _rows(oltp, schema, table, cols, after, batch):
+        if budget is not None:
+            chunk = chunk[: max(0, budget - report.rows)]
+        if not chunk:
+            break
+        source = f"backfill:{run}:{table}"
+        outcomes: list[Outcome] = [
+            prepare(
+                snapshot_event(table, schema, r, snap),
+                SourceRef(file=source, line=report.rows + i + 1),
+            )
+            for i, r in enumerate(chunk)
+        ]
+        last_key = str(chunk[-1][cols.key])
+        count = len(chunk)
+        report.result.add(
+            log.append(
+                outcomes,
+                also=functools.partial(
+                    _save_progress, run=run, table=table, last_key=last_key, rows=count
+                ),
+            )
+        )
+        report.rows += count
+        if on_rows is not None:
+            on_rows(count)
+        if budget is not None and report.rows >= budget:
+            return report
+    _finish(log.engine, run, table)
+    return report
+
+
+# ---------------------------------------------------------------- progress
+
+
+def _progress(engine: Engine, run: str) -> dict[str, tuple[str | None, bool]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                backfill_progress.c.table_name,
+                backfill_progress.c.last_key,
+                backfill_progress.c.done,
+            ).where(backfill_progress.c.run_id == run)
+        ).all()
+    return {str(r[0]): (r[1], bool(r[2])) for r in rows}
+
+
+def _save_progress(conn: Connection, run: str, table: str, last_key: str, rows: int) -> None:
+    where = (backfill_progress.c.run_id == run) & (backfill_progress.c.table_name == table)
+    current = conn.execute(select(backfill_progress.c.rows).where(where)).first()
+    now = now_text()
+    if current is None:
+        conn.execute(
+            insert(backfill_progress).values(
+                run_id=run, table_name=table, last_key=last_key, done=0, rows=rows, updated_at=now
+            )
+        )
+        return
+    conn.execute(
+        update(backfill_progress)
+        .where(where)
+        .values(last_key=last_key, rows=int(current[0]) + rows, updated_at=now)
+    )
+
+
+def _finish(engine: Engine, run: str, table: str) -> None:
+    with write_tx(engine) as conn:
+        where = (backfill_progress.c.run_id == run) & (backfill_progress.c.table_name == table)
+        if conn.execute(select(backfill_progress.c.run_id).where(where)).first() is None:
+            conn.execute(
+                insert(backfill_progress).values(
+                    run_id=run,
+                    table_name=table,
+                    last_key=None,
+                    done=1,
+                    rows=0,
+                    updated_at=now_text(),
+                )
+            )
+        else:
+            conn.execute(
+                update(backfill_progress).where(where).values(done=1, updated_at=now_text())
+            )
+
+
+def _reset_progress(engine: Engine, run: str) -> None:
+    with write_tx(engine) as conn:
+        conn.execute(delete(backfill_progress).where(backfill_progress.c.run_id == run))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,174 @@
+"""`bo backfill`: one consistent snapshot of the OLTP tables → `op r` events, resumable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from sqlalchemy import Engine, select
+
+from bo.pgcluster import Cluster
+from eventlog.backfill import backfill, parse_tables
+from eventlog.errors import ConfigError, UsageError
+from eventlog.schema import backfill_progress, events
+from eventlog.store import iter_events
+from tests.fixtures_kafka import log_count
+
+pytestmark = pytest.mark.pg
+
+LEDGER_DDL = """
+CREATE TABLE ledger_entries (
+  tx_id bigint PRIMARY KEY, wallet_id text NOT NULL, type text NOT NULL,
+  amount numeric(18,2) NOT NULL, amount_signed numeric(18,2), currency text NOT NULL,
+  related_id text, related_type text, status text,
+  created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version int NOT NULL,
+  memo text, api_token text
+);
+CREATE TABLE payment_orders (
+  order_id text PRIMARY KEY, payer_wallet_id text, receiver_wallet_id text,
+  amount numeric(18,2), currency text, status text,
+  created_at timestamptz, updated_at timestamptz, settled_at timestamptz,
+  failed_at timestamp, version int
+);
+"""
+BASE = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+N_LEDGER, N_ORDERS = 250, 40
+
+
+@pytest.fixture
+def oltp(pg_cluster: Cluster) -> str:
+    """A seeded OLTP database; yields its libpq DSN."""
+    name = f"oltp{os.getpid()}_{next(_n)}"
+    pg_cluster.create_database(name)
+    dsn = pg_cluster.dsn(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(LEDGER_DDL)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ledger_entries VALUES (%s,%s,%s,%s,NULL,'KRW',%s,NULL,'POSTED',"
+                "%s,%s,1,NULL,'s3cret-token')",
+                [
+                    (
+                        i,
+                        f"W{i % 7}",
+                        "PAYMENT" if i % 2 else "RECEIVE",
+                        f"{i}.50",
+                        f"O{(i + 1) // 2}" if i <= 2 * N_ORDERS else None,
+                        BASE + timedelta(seconds=i),
+                        BASE + timedelta(seconds=i),
+                    )
+                    for i in range(1, N_LEDGER + 1)
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO payment_orders VALUES (%s,'W1','W2','10.00','KRW','PENDING',"
+                "%s,%s,NULL,NULL,1)",
+                [(f"O{i}", BASE, BASE + timedelta(seconds=i)) for i in range(1, N_ORDERS + 1)],
+            )
+    return dsn
+
+
+_n = iter(range(1_000_000))
+
+
+def _events(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return [e for batch in iter_events(conn) for e in batch]
+
+
+def test_backfill_appends_one_snapshot_event_per_row(migrated: Engine, oltp: str) -> None:
+    report = backfill(migrated, oltp, batch=100)
+    summary = report.summary()
+    assert summary["rows"] == N_LEDGER + N_ORDERS
+    assert summary["appended"] == N_LEDGER + N_ORDERS
+    assert summary["dead_letter"] == 0
+    logged = _events(migrated)
+    assert {e.change.op for e in logged} == {"r"}
+    by_key = {e.change.entity_key: e.change for e in logged}
+    t10 = by_key["ledger_entries:10"]
+    assert t10.row["amount"] == "10.50"  # scale kept
+    assert t10.row["created_at"] == "2026-03-01T23:00:10.000000Z"
+    assert t10.row["version"] == 1
+    assert t10.source_ts == "2026-03-01T23:00:10.000000Z"  # the row's updated_at
+    assert t10.snapshot == "true"
+    assert by_key["payment_orders:O3"].row["status"] == "PENDING"
+    # every event of the run shares the snapshot's coordinates
+    assert len({e.change.lsn for e in logged}) == 1
+    with migrated.connect() as conn:
+        payloads = conn.execute(select(events.c.payload)).scalars().all()
+    assert all(b"s3cret-token" not in bytes(p) for p in payloads)
+    assert orjson.loads(bytes(payloads[0]))["after"]["api_token"] == "[REDACTED]"
+
+
+def test_interrupted_backfill_resumes_after_the_last_key(migrated: Engine, oltp: str) -> None:
+    first = backfill(migrated, oltp, run_id="r1", batch=64, stop_after=130)
+    assert first.summary()["appended"] == 130
+    with migrated.connect() as conn:
+        progress = conn.execute(
+            select(backfill_progress.c.table_name, backfill_progress.c.last_key)
+        ).all()
+    assert progress == [("ledger_entries", "130")]
+
+    second = backfill(migrated, oltp, run_id="r1", batch=64)
+    assert second.summary()["appended"] == N_LEDGER + N_ORDERS - 130
+    assert second.summary()["duplicate"] == 0
+    assert log_count(migrated) == N_LEDGER + N_ORDERS
+    keys = [e.change.key for e in _events(migrated) if e.change.table == "ledger_entries"]
+    assert keys == [str(i) for i in range(1, N_LEDGER + 1)]  # numeric key order, no gap
+
+    third = backfill(migrated, oltp, run_id="r1")
+    assert third.summary()["rows"] == 0
+    assert all(t["skipped"] for t in third.summary()["tables"])
+
+
+def test_restart_reads_again_and_duplicates_nothing_new(migrated: Engine, oltp: str) -> None:
+    backfill(migrated, oltp, run_id="r2", tables=["payment_orders"])
+    again = backfill(migrated, oltp, run_id="r2", tables=["payment_orders"], restart=True)
+    assert again.summary()["rows"] == N_ORDERS
+    assert log_count(migrated) in (N_ORDERS, 2 * N_ORDERS)  # same snapshot coords → duplicates
+
+
+def test_bad_input_is_a_clear_error(migrated: Engine, oltp: str, pg_cluster: Cluster) -> None:
+    with pytest.raises(UsageError, match="unknown table accounts"):
+        parse_tables("ledger_entries,accounts")
+    with pytest.raises(ConfigError, match="cannot connect to the OLTP database"):
+        backfill(migrated, "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2")
+    empty = pg_cluster.create_database(f"empty{next(_n)}")
+    with pytest.raises(ConfigError, match=r"OLTP table public.ledger_entries not found"):
+        backfill(migrated, empty)
+
+
+def test_cli_backfill_json_and_exit_codes(sqlite_url: str, engine_factory: Any, oltp: str) -> None:
+    engine_factory(sqlite_url)  # migrated
+    env = {**os.environ, "BO_DATABASE_URL": sqlite_url}
+    bo = [sys.executable, "-m", "bo.cli"]
+    ok = subprocess.run(
+        [*bo, "backfill", "--oltp-dsn", oltp, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.strip().splitlines()
+    assert len(lines) == 1
+    summary = orjson.loads(lines[0])
+    assert summary["appended"] == N_LEDGER + N_ORDERS
+    assert {t["table"] for t in summary["tables"]} == {"ledger_entries", "payment_orders"}
+
+    bad = subprocess.run(
+        [*bo, "backfill", "--oltp-dsn", oltp, "--tables", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: --tables: unknown table nope")
+    assert len(bad.stderr.strip().splitlines()) == 1
