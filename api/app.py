@@ -1,0 +1,121 @@
+"""The app factory: ``create_app(settings, engine)`` builds the whole admin API.
+
+Nothing happens at import time; the engine and settings are passed in (see
+:mod:`bo.wiring`), so a test can point the app at any database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import problems
+from api.audit import AuditWriter
+from api.auth import make_verifier
+from api.authz import Authorizer
+from api.deps import AppState
+from api.metrics import MetricsExporter
+from api.middleware import AuditMiddleware, RequestContextMiddleware
+from api.models import Problem
+from api.routes import admin, public
+from api.service import Service
+from eventlog.settings import Settings
+from eventlog.timeutil import utcnow
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    settings: Settings, engine: Engine, *, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """The admin API over ``engine``; ``clock`` (default: the wall clock) drives lag and audit."""
+    now = clock or utcnow
+    writer = AuditWriter(engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        writer.close()
+
+    app = FastAPI(
+        title="Back-office admin API",
+        version=API_VERSION,
+        description="Ledger, payment-order and wallet lookups over the serving projections.",
+        lifespan=lifespan,
+    )
+    app.state.bo = AppState(
+        settings=settings,
+        service=Service(settings, engine, now),
+        verifier=make_verifier(settings),
+        authorizer=Authorizer(),
+        writer=writer,
+        clock=now,
+        metrics=MetricsExporter(engine, now),
+    )
+    app.add_exception_handler(problems.ProblemError, problems.on_problem)
+    app.add_exception_handler(StarletteHTTPException, problems.on_http_error)
+    app.add_exception_handler(RequestValidationError, problems.on_validation_error)
+    app.include_router(admin)
+    app.include_router(public)
+    app.add_middleware(
+        AuditMiddleware,
+        writer=writer,
+        clock=now,
+        trusted_proxies=settings.trusted_proxy_networks,
+    )
+    app.add_middleware(RequestContextMiddleware)  # outermost: ids and timing for everything
+    _mount_console(app)
+    _document_problems(app)
+    return app
+
+
+def _mount_console(app: FastAPI) -> None:
+    try:
+        from api.console import mount_console
+    except ImportError:  # the console ships separately; the API works without it
+        return
+    mount_console(app)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Describe every 4xx/5xx answer as ``application/problem+json`` with the Problem schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if path.startswith("/admin"):
+                    operation["security"] = [{"bearer": []}]
+                    for code in ("401", "403", "404", "422", "503"):
+                        responses[code] = {
+                            "description": problems.TITLES[int(code)],
+                            "content": {problems.PROBLEM_JSON: {"schema": ref}},
+                        }
+                elif "422" in responses:
+                    responses["422"] = {
+                        "description": problems.TITLES[422],
+                        "content": {problems.PROBLEM_JSON: {"schema": ref}},
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,366 @@
+"""Read queries for the API: the serving views, checkpoints, freshness and metric inputs.
+
+The projections own the physical tables (``bo.<table>_v<N>``); the API reads only the
+stable views ``bo.ledger_entries``, ``bo.payment_orders`` and ``bo.payment_ledger_pairs``
+(columns per docs/contracts.md), described here as lightweight tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    func,
+    or_,
+    select,
+    tuple_,
+)
+
+from eventlog.schema import BO_SCHEMA, checkpoints, consumer_heartbeats, dead_letters, events
+from eventlog.timeutil import parse_ts
+
+_views = MetaData()
+
+ledger_entries = Table(
+    "ledger_entries",
+    _views,
+    Column("tx_id", Text, primary_key=True),
+    Column("wallet_id", Text),
+    Column("type", Text),
+    Column("amount", Text),
+    Column("amount_signed", Text),
+    Column("currency", Text),
+    Column("status", Text),
+    Column("related_id", Text),
+    Column("related_type", Text),
+    Column("created_at", Text),
+    Column("updated_at", Text),
+    Column("version", BigInteger),
+    Column("deleted", Boolean),
+    Column("deleted_at", Text),
+    Column("source_ts", Text),
+    Column("lsn", BigInteger),
+    Column("position", BigInteger),
+    schema=BO_SCHEMA,
+)
+
+payment_orders = Table(
+    "payment_orders",
+    _views,
+    Column("order_id", Text, primary_key=True),
+    Column("payer_wallet_id", Text),
+    Column("receiver_wallet_id", Text),
+    Column("amount", Text),
+    Column("currency", Text),
+    Column("status", Text),
+    Column("status_group", Text),
+    Column("created_at", Text),
+    Column("updated_at", Text),
+    Column("settled_at", Text),
+    Column("failed_at", Text),
+    Column("version", BigInteger),
+    Column("deleted", Boolean),
+    Column("deleted_at", Text),
+    Column("source_ts", Text),
+    Column("lsn", BigInteger),
+    Column("position", BigInteger),
+    schema=BO_SCHEMA,
+)
+
+payment_ledger_pairs = Table(
+    "payment_ledger_pairs",
+    _views,
+    Column("payment_order_id", Text, primary_key=True),
+    Column("payment_tx_id", Text),
+    Column("receive_tx_id", Text),
+    Column("payer_wallet_id", Text),
+    Column("receiver_wallet_id", Text),
+    Column("pairing_status", Text),
+    Column("leg_count", Integer),
+    Column("first_seen_at", Text),
+    Column("completed_at", Text),
+    schema=BO_SCHEMA,
+)
+
+Row = dict[str, Any]
+PAIR_TYPES = (None, "PAYMENT_ORDER")
+
+
+def _one(conn: Connection, table: Table, key: str, value: str) -> Row | None:
+    row = conn.execute(select(table).where(table.c[key] == value)).first()
+    return None if row is None else row._asdict()
+
+
+def tx_row(conn: Connection, tx_id: str) -> Row | None:
+    return _one(conn, ledger_entries, "tx_id", tx_id)
+
+
+def order_row(conn: Connection, order_id: str) -> Row | None:
+    return _one(conn, payment_orders, "order_id", order_id)
+
+
+def pair_row(conn: Connection, order_id: str) -> Row | None:
+    return _one(conn, payment_ledger_pairs, "payment_order_id", order_id)
+
+
+def order_legs(conn: Connection, order_id: str) -> list[Row]:
+    """Ledger entries that point at the order (``related_type`` null or PAYMENT_ORDER)."""
+    le = ledger_entries
+    rows = conn.execute(
+        select(le).where(
+            le.c.related_id == order_id,
+            or_(le.c.related_type.is_(None), le.c.related_type == "PAYMENT_ORDER"),
+        )
+    ).all()
+    return [r._asdict() for r in rows]
+
+
+def known_orders(conn: Connection, order_ids: Iterable[str]) -> set[str]:
+    ids = sorted(set(order_ids))
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(
+            conn.execute(
+                select(payment_orders.c.order_id).where(payment_orders.c.order_id.in_(chunk))
+            ).scalars()
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class WalletQuery:
+    wallet_id: str
+    limit: int
+    since: str | None = None  # created_at >= since
+    until: str | None = None  # created_at < until
+    include_deleted: bool = False
+    after: tuple[str | None, str] | None = None  # keyset: (created_at, tx_id) of the last item
+
+
+def wallet_entries(conn: Connection, q: WalletQuery) -> tuple[list[Row], bool]:
+    """Entries newest first by (created_at, tx_id), entries without created_at last.
+
+    Returns up to ``q.limit`` rows and whether more exist.
+    """
+    le = ledger_entries
+    base = [le.c.wallet_id == q.wallet_id]
+    if not q.include_deleted:
+        base.append(or_(le.c.deleted.is_(None), le.c.deleted.is_(False)))
+    if q.since is not None:
+        base.append(le.c.created_at >= q.since)
+    if q.until is not None:
+        base.append(le.c.created_at < q.until)
+    want = q.limit + 1
+    rows: list[Row] = []
+    in_null_phase = q.after is not None and q.after[0] is None
+    if not in_null_phase:
+        dated = [*base, le.c.created_at.is_not(None)]
+        if q.after is not None:
+            dated.append(tuple_(le.c.created_at, le.c.tx_id) < tuple_(q.after[0], q.after[1]))
+        query = (
+            select(le)
+            .where(and_(*dated))
+            .order_by(le.c.created_at.desc(), le.c.tx_id.desc())
+            .limit(want)
+        )
+        rows = [r._asdict() for r in conn.execute(query).all()]
+    if len(rows) < want and q.since is None and q.until is None:
+        undated = [*base, le.c.created_at.is_(None)]
+        if in_null_phase and q.after is not None:
+            undated.append(le.c.tx_id < q.after[1])
+        query = select(le).where(and_(*undated)).order_by(le.c.tx_id.desc()).limit(want - len(rows))
+        rows += [r._asdict() for r in conn.execute(query).all()]
+    return rows[: q.limit], len(rows) > q.limit
+
+
+# ---------------------------------------------------------------- checkpoints and freshness
+
+
+def checkpoint_rows(conn: Connection) -> list[Row]:
+    rows = conn.execute(
+        select(checkpoints).order_by(checkpoints.c.projection, checkpoints.c.version)
+    ).all()
+    return [r._asdict() for r in rows]
+
+
+def serving_checkpoints(rows: Sequence[Row]) -> list[Row]:
+    """Per projection, the version the API reads.
+
+    The ``serving`` row when there is one; else, when the serving version has failed,
+    its ``failed`` row (a failed rebuild beside a healthy serving version is not it).
+    """
+    chosen: list[Row] = []
+    for name in sorted({r["projection"] for r in rows}):
+        mine = [r for r in rows if r["projection"] == name]
+        serving = [r for r in mine if r["state"] == "serving"]
+        failed = [r for r in mine if r["state"] == "failed"]
+        chosen += serving or failed
+    return chosen
+
+
+def log_head(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
+
+
+def _event_times(conn: Connection, positions: Sequence[int]) -> dict[int, tuple[Any, Any]]:
+    rows = conn.execute(
+        select(events.c.position, events.c.source_ts, events.c.ingested_at).where(
+            events.c.position.in_(list(positions))
+        )
+    ).all()
+    return {int(r[0]): (r[1], r[2]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    data_lag_sec: float
+    synced_through: str | None
+    log_position: int
+    projection_lag_sec: float
+    consumer_lag_sec: float | None
+
+
+LIVE_CONSUMER_SECONDS = 15.0
+
+
+def freshness(
+    conn: Connection, now: datetime, *, kafka_group: str | None, position: int | None = None
+) -> Freshness:
+    """``data_lag_sec`` and ``synced_through`` as SPEC §6 and docs/contracts.md define them.
+
+    Projection lag: ``now - ingested_at`` of the first event a serving projection has not
+    applied (0 when caught up). Consumer lag (only when ``kafka_group`` is given, i.e.
+    ``BO_KAFKA_BOOTSTRAP`` is set): ``now - min(caught_up_at)`` over live members, or
+    ``now -`` the newest heartbeat ever seen when no member is live. The answer is the
+    larger of the two. ``position`` pins the position the answer reflects (as_of).
+    """
+    if position is None:
+        serving = serving_checkpoints(checkpoint_rows(conn))
+        position = min((int(r["position"]) for r in serving), default=0)
+    times = _event_times(conn, [position, position + 1])
+    synced = times.get(position, (None, None))[0]
+    pending = times.get(position + 1)
+    projection_lag = _age(now, pending[1]) if pending else 0.0
+    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
+    lag = max(projection_lag, consumer_lag or 0.0)
+    return Freshness(round(lag, 3), synced, position, projection_lag, consumer_lag)
+
+
+def consumer_lag_seconds(conn: Connection, now: datetime, group: str) -> float:
+    """How long the consumer group may have been behind the broker."""
+    rows = conn.execute(
+        select(consumer_heartbeats.c.heartbeat_at, consumer_heartbeats.c.caught_up_at).where(
+            consumer_heartbeats.c.group_id == group
+        )
+    ).all()
+    if not rows:
+        return 0.0  # no consumer ever ran: only the projections' lag is known
+    ever_caught = max((str(r[1]) for r in rows if r[1]), default=None)
+    live = [r for r in rows if _age(now, r[0]) <= LIVE_CONSUMER_SECONDS]
+    if not live:
+        newest = max(max(str(r[0]), str(r[1] or r[0])) for r in rows)
+        return _age(now, newest)
+    # A live member that has not caught up yet is behind since the group last was.
+    caught = [str(r[1]) if r[1] else ever_caught for r in live]
+    known = [c for c in caught if c is not None]
+    return _age(now, min(known)) if known else 0.0
+
+
+def _age(now: datetime, stamp: Any) -> float:
+    if not stamp:
+        return 0.0
+    return max(0.0, (now - parse_ts(str(stamp))).total_seconds())
+
+
+def position_at(conn: Connection, as_of: str) -> tuple[int, str | None]:
+    """The newest position with ``ingested_at <= as_of`` and that event's ingest time."""
+    row = conn.execute(
+        select(events.c.position, events.c.ingested_at)
+        .where(events.c.ingested_at <= as_of)
+        .order_by(events.c.ingested_at.desc(), events.c.position.desc())
+        .limit(1)
+    ).first()
+    return (0, None) if row is None else (int(row[0]), str(row[1]))
+
+
+def ingested_at(conn: Connection, position: int) -> str | None:
+    value = conn.execute(
+        select(events.c.ingested_at).where(events.c.position == position)
+    ).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def history_rows(
+    conn: Connection,
+    *,
+    entity_keys: Iterable[str] = (),
+    group_keys: Iterable[str] = (),
+    upto: int,
+) -> list[Row]:
+    """Stored events of some entities and groups, up to a position, in log order."""
+    entity_keys, group_keys = sorted(set(entity_keys)), sorted(set(group_keys))
+    clauses = []
+    if entity_keys:
+        clauses.append(events.c.entity_key.in_(entity_keys))
+    if group_keys:
+        clauses.append(events.c.group_key.in_(group_keys))
+    if not clauses:
+        return []
+    rows = conn.execute(
+        select(
+            events.c.position,
+            events.c.entity_key,
+            events.c.payload,
+            events.c.ingested_at,
+        )
+        .where(or_(*clauses), events.c.position <= upto)
+        .order_by(events.c.position)
+    ).all()
+    return [r._asdict() for r in rows]
+
+
+# ---------------------------------------------------------------- metric inputs
+
+
+@dataclass(frozen=True, slots=True)
+class PairStats:
+    total: int
+    complete: int
+    incomplete: int
+    oldest_incomplete: str | None
+
+
+def pair_stats(conn: Connection) -> PairStats:
+    p = payment_ledger_pairs
+    counts: dict[str, int] = {
+        str(status): int(n)
+        for status, n in conn.execute(
+            select(p.c.pairing_status, func.count()).group_by(p.c.pairing_status)
+        ).all()
+    }
+    oldest = conn.execute(
+        select(func.min(p.c.first_seen_at)).where(p.c.pairing_status == "INCOMPLETE")
+    ).scalar_one_or_none()
+    return PairStats(
+        total=int(sum(counts.values())),
+        complete=int(counts.get("COMPLETE", 0)),
+        incomplete=int(counts.get("INCOMPLETE", 0)),
+        oldest_incomplete=None if oldest is None else str(oldest),
+    )
+
+
+def dead_letter_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(dead_letters)).scalar_one())

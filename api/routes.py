@@ -1,0 +1,167 @@
+"""The HTTP surface (SPEC §6). Each route validates its inputs and calls the service.
+
+Access control is attached to the admin router as one dependency
+(:func:`api.deps.require_access`); the audit record is written by the audit middleware.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import AfterValidator, BeforeValidator
+
+from api import models
+from api.audit import AuditFilter
+from api.deps import State, require_access
+from api.problems import ProblemError
+from api.queries import WalletQuery
+from api.service import AsOf
+from eventlog.timeutil import format_ts
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+MAX_POSITION = 2**63 - 1
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 timestamp with offset, e.g. 2026-01-01T00:00:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an RFC 3339 timestamp")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs an offset")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_aware)]
+
+
+def Id(description: str) -> object:
+    return Path(min_length=1, max_length=128, pattern=ID_PATTERN, description=description)
+
+
+TxId = Annotated[str, Id("ledger entry id")]
+OrderId = Annotated[str, Id("payment order id")]
+WalletId = Annotated[str, Id("wallet id")]
+AsOfTime = Annotated[
+    Rfc3339 | None, Query(description="answer as the back office knew it then (ingested_at <=)")
+]
+AsOfPosition = Annotated[
+    int | None, Query(ge=1, le=MAX_POSITION, description="answer as of this log position")
+]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=512)]
+Since = Annotated[Rfc3339 | None, Query(description="inclusive lower bound")]
+Until = Annotated[Rfc3339 | None, Query(description="exclusive upper bound")]
+
+
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_access)])
+public = APIRouter()
+
+
+def _as_of(at: datetime | None, position: int | None) -> AsOf:
+    if at is not None and position is not None:
+        raise ProblemError(422, "give as_of or as_of_position, not both")
+    return AsOf(at=at, position=position)
+
+
+def _text(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+@admin.get("/tx/{tx_id}", name="tx", response_model=models.TxDetail)
+def get_tx(
+    tx_id: TxId, state: State, as_of: AsOfTime = None, as_of_position: AsOfPosition = None
+) -> dict[str, object]:
+    """One ledger entry with its pairing, order and freshness (ADMIN_READ)."""
+    return state.service.tx(tx_id, _as_of(as_of, as_of_position))
+
+
+@admin.get(
+    "/payment-orders/{order_id}",
+    name="payment_order",
+    response_model=models.OrderDetail,
+)
+def get_payment_order(
+    order_id: OrderId, state: State, as_of: AsOfTime = None, as_of_position: AsOfPosition = None
+) -> dict[str, object]:
+    """A payment order with its legs and pairing (ADMIN_READ)."""
+    return state.service.order(order_id, _as_of(as_of, as_of_position))
+
+
+@admin.get(
+    "/wallets/{wallet_id}/tx",
+    name="wallet_tx",
+    response_model=models.WalletPage,
+)
+def get_wallet_tx(
+    wallet_id: WalletId,
+    state: State,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    since: Since = None,
+    until: Until = None,
+    include_deleted: bool = False,
+) -> dict[str, object]:
+    """A wallet's entries, newest first by (created_at, tx_id), keyset-paginated (ADMIN_READ)."""
+    query = WalletQuery(wallet_id, limit, _text(since), _text(until), include_deleted)
+    return state.service.wallet(query, cursor)
+
+
+@admin.get("/audit", name="audit", response_model=models.AuditPage)
+def get_audit(
+    state: State,
+    actor: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    resource_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, object]:
+    """Audit records, newest first (ADMIN_AUDIT)."""
+    where = AuditFilter(actor, resource_id, _text(since), _text(until))
+    return state.service.audit(where, limit, cursor)
+
+
+@admin.get("/projections", name="projections", response_model=models.Projections)
+def get_projections(state: State) -> dict[str, object]:
+    """Every projection version: state, position, lag, rows, checksum (ADMIN_READ/AUDIT)."""
+    return state.service.projections()
+
+
+@public.get("/healthz", response_model=models.Health)
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@public.get(
+    "/readyz",
+    response_model=models.Readiness,
+    responses={503: {"model": models.Readiness, "description": "not ready"}},
+)
+def readyz(state: State, response: Response) -> dict[str, object]:
+    """Database reachable, migrations at head, every projection serving and none failed."""
+    report = state.service.readiness()
+    if not report["ready"]:
+        response.status_code = 503
+    return report
+
+
+@public.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(state: State) -> Response:
+    """Prometheus text exposition."""
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,253 @@
+"""What each endpoint does, between the HTTP layer (routes) and the SQL (queries).
+
+Every lookup reads one snapshot: freshness first, then the rows. ``as_of`` answers are
+replayed from the log with the projections' own pure folds (``projections.memory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError, SQLAlchemyError
+
+from api import history, lookups, queries
+from api.audit import AuditFilter, decode_cursor, encode_cursor, list_audit
+from api.problems import ProblemError
+from eventlog.db import check_reachable, is_sqlite
+from eventlog.errors import DatabaseUnavailable, UsageError
+from eventlog.migrate import current_revision, head_revision
+from eventlog.settings import Settings
+from eventlog.timeutil import format_ts
+
+Row = dict[str, Any]
+PROJECTIONS = ("ledger_entries", "payment_orders", "pairs")
+
+
+@dataclass(frozen=True, slots=True)
+class AsOf:
+    """A point in the log's past: a time (``ingested_at <=``) or a position."""
+
+    at: datetime | None = None
+    position: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.at is not None or self.position is not None
+
+
+class Service:
+    """The API's read operations over one engine."""
+
+    def __init__(self, settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock
+        self.kafka_group = settings.kafka_group if settings.kafka_bootstrap else None
+        self._head: tuple[str | None] | None = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """One consistent read snapshot; missing views or a lost database become 503."""
+        try:
+            with self.engine.connect() as conn:
+                if not is_sqlite(conn):
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except (ProgrammingError, OperationalError, DBAPIError) as exc:
+            raise ProblemError(
+                503, "serving data unavailable (database down or projections not built yet)"
+            ) from exc
+
+    def _freshness(self, conn: Connection, position: int | None = None) -> queries.Freshness:
+        return queries.freshness(
+            conn, self.clock(), kafka_group=self.kafka_group, position=position
+        )
+
+    def _not_found(self, what: str, fresh: queries.Freshness) -> ProblemError:
+        return ProblemError(
+            404,
+            f"{what} not found",
+            data_lag_sec=fresh.data_lag_sec,
+            synced_through=fresh.synced_through,
+        )
+
+    # ------------------------------------------------------------ lookups
+
+    def tx(self, tx_id: str, as_of: AsOf) -> Row:
+        with self.snapshot() as conn:
+            if as_of.requested:
+                return self._tx_as_of(conn, tx_id, as_of)
+            fresh = self._freshness(conn)
+            tx = queries.tx_row(conn, tx_id)
+            if tx is None:
+                raise self._not_found(f"tx {tx_id}", fresh)
+            order_row = pair = None
+            if lookups.points_at_order(tx):
+                order_row = queries.order_row(conn, tx["related_id"])
+                pair = queries.pair_row(conn, tx["related_id"])
+            return _with(lookups.tx_detail(tx, order_row, pair), fresh)
+
+    def order(self, order_id: str, as_of: AsOf) -> Row:
+        with self.snapshot() as conn:
+            if as_of.requested:
+                return self._order_as_of(conn, order_id, as_of)
+            fresh = self._freshness(conn)
+            order_row = queries.order_row(conn, order_id)
+            legs = queries.order_legs(conn, order_id)
+            if order_row is None and not legs:
+                raise self._not_found(f"payment order {order_id}", fresh)
+            pair = queries.pair_row(conn, order_id)
+            return _with(lookups.order_detail(order_id, order_row, legs, pair), fresh)
+
+    def wallet(self, q: queries.WalletQuery, cursor: str | None) -> Row:
+        if cursor is not None:
+            created_at, tx_id = _wallet_cursor(cursor)
+            q = queries.WalletQuery(
+                q.wallet_id, q.limit, q.since, q.until, q.include_deleted, (created_at, tx_id)
+            )
+        with self.snapshot() as conn:
+            rows, more = queries.wallet_entries(conn, q)
+            known = queries.known_orders(
+                conn, [r["related_id"] for r in rows if r["related_id"] and not r["related_type"]]
+            )
+        items = [lookups.entry(r, r["related_id"] in known) for r in rows]
+        last = rows[-1] if rows else None
+        token = encode_cursor([last["created_at"], last["tx_id"]]) if more and last else None
+        return {"items": items, "next_cursor": token}
+
+    # ------------------------------------------------------------ as_of
+
+    def _cutoff(self, conn: Connection, as_of: AsOf) -> tuple[int, str | None]:
+        head = queries.log_head(conn)
+        if as_of.position is not None:
+            position = min(as_of.position, head)
+            return position, queries.ingested_at(conn, position) if position else None
+        assert as_of.at is not None
+        position, _ = queries.position_at(conn, format_ts(as_of.at))
+        return position, format_ts(as_of.at)
+
+    @staticmethod
+    def _serving_versions(conn: Connection) -> dict[str, int]:
+        """Replay with the versions that serve now, so as_of answers in the same terms."""
+        serving = queries.serving_checkpoints(queries.checkpoint_rows(conn))
+        return {str(r["projection"]): int(r["version"]) for r in serving}
+
+    def _tx_as_of(self, conn: Connection, tx_id: str, as_of: AsOf) -> Row:
+        upto, when = self._cutoff(conn, as_of)
+        fresh = self._freshness(conn, position=upto)
+        versions = self._serving_versions(conn)
+        state = history.entity_state(conn, self.settings, f"ledger_entries:{tx_id}", upto, versions)
+        tx = state.tx(tx_id)
+        if tx is None:
+            raise self._not_found(f"tx {tx_id} as of position {upto}", fresh)
+        order_row = pair = None
+        if lookups.points_at_order(tx):
+            related = str(tx["related_id"])
+            group = history.group_state(conn, self.settings, related, upto, versions)
+            order_row = group.order(related)
+            pair = group.pair(related)
+        return _with(lookups.tx_detail(tx, order_row, pair), fresh, as_of=when)
+
+    def _order_as_of(self, conn: Connection, order_id: str, as_of: AsOf) -> Row:
+        upto, when = self._cutoff(conn, as_of)
+        fresh = self._freshness(conn, position=upto)
+        versions = self._serving_versions(conn)
+        group = history.group_state(conn, self.settings, order_id, upto, versions)
+        order_row = group.order(order_id)
+        legs = history.legs(group, order_id)
+        if order_row is None and not legs:
+            raise self._not_found(f"payment order {order_id} as of position {upto}", fresh)
+        detail = lookups.order_detail(order_id, order_row, legs, group.pair(order_id))
+        return _with(detail, fresh, as_of=when)
+
+    # ------------------------------------------------------------ status and audit
+
+    def projections(self) -> Row:
+        with self.snapshot() as conn:
+            head = queries.log_head(conn)
+            rows = queries.checkpoint_rows(conn)
+        serving = {(r["projection"], r["version"]) for r in queries.serving_checkpoints(rows)}
+        stale = history.stale_versions(self.settings, rows)
+        items = [
+            {
+                "projection": r["projection"],
+                "version": int(r["version"]),
+                "state": r["state"],
+                "serving": (r["projection"], r["version"]) in serving,
+                "stale": (r["projection"], r["version"]) in stale,
+                "fingerprint": r["fingerprint"],
+                "position": int(r["position"]),
+                "log_head": head,
+                "lag": max(0, head - int(r["position"])),
+                "rows": int(r["rows"] or 0),
+                "checksum": r["checksum"],
+                "last_error": r["last_error"],
+                "error_position": r["error_position"],
+            }
+            for r in rows
+        ]
+        return {"log_head": head, "projections": items}
+
+    def readiness(self) -> Row:
+        """``/readyz``: database reachable, migrations at head, projections serving, none failed."""
+        checks = {"database": False, "migrations": False, "projections": False}
+        detail: list[str] = []
+        try:
+            check_reachable(self.engine)
+            checks["database"] = True
+            checks["migrations"] = current_revision(self.engine) == self._head_revision()
+            if not checks["migrations"]:
+                detail.append("database is not migrated to head")
+            with self.engine.connect() as conn:
+                rows = queries.checkpoint_rows(conn)
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            detail.append(str(exc).splitlines()[0])
+            return {"ready": False, "checks": checks, "detail": detail}
+        serving = queries.serving_checkpoints(rows)
+        failed = [
+            f"{r['projection']} v{r['version']} failed" for r in serving if r["state"] == "failed"
+        ]
+        have = {r["projection"] for r in serving}
+        missing = [f"{name} has no serving version" for name in PROJECTIONS if name not in have]
+        detail += failed + missing
+        checks["projections"] = not failed and not missing
+        return {"ready": all(checks.values()), "checks": checks, "detail": detail}
+
+    def _head_revision(self) -> str | None:
+        if self._head is None:
+            self._head = (head_revision(),)
+        return self._head[0]
+
+    def audit(self, where: AuditFilter, limit: int, cursor: str | None) -> Row:
+        try:
+            with self.snapshot() as conn:
+                items, token = list_audit(conn, where, limit=limit, cursor=cursor)
+        except UsageError as exc:
+            raise ProblemError(422, "cursor: not a cursor this API issued") from exc
+        return {"items": items, "next_cursor": token}
+
+
+def _with(detail: Row, fresh: queries.Freshness, *, as_of: str | None = None) -> Row:
+    detail.update(
+        data_lag_sec=fresh.data_lag_sec,
+        synced_through=fresh.synced_through,
+        log_position=fresh.log_position,
+        as_of=as_of,
+    )
+    return detail
+
+
+def _wallet_cursor(cursor: str) -> tuple[str | None, str]:
+    try:
+        created_at, tx_id = decode_cursor(cursor, (object, str))
+    except UsageError as exc:
+        raise ProblemError(422, "cursor: not a cursor this API issued") from exc
+    if created_at is not None and not isinstance(created_at, str):
+        raise ProblemError(422, "cursor: not a cursor this API issued")
+    return created_at, tx_id
