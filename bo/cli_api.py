@@ -1,9 +1,130 @@
-"""Commands of the `bo` CLI owned by this area (registered by :mod:`bo.cli`)."""
+"""``bo serve``, ``bo token`` and ``bo audit verify`` (registered by :mod:`bo.cli`)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Annotated
+
 import typer
+from loguru import logger
+
+from bo.output import EXIT_CHECK, EXIT_OK, emit
+from bo.wiring import Container, bootstrap
+from eventlog.errors import UsageError
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to ``app``."""
+    app.command("serve")(serve_command)
+    app.command("token")(token_command)
+    app.add_typer(audit_app, name="audit")
+    audit_app.command("verify")(audit_verify_command)
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    no_projector: Annotated[
+        bool, typer.Option("--no-projector", help="Do not run the projection runner in-process.")
+    ] = False,
+    with_consumer: Annotated[
+        bool, typer.Option("--with-consumer", help="Also run the Kafka consumer in-process.")
+    ] = False,
+) -> int:
+    """Serve the admin API (uvicorn), with the projection runner in-process by default."""
+    c = bootstrap()
+    c.require_database()
+    if with_consumer and not c.settings.kafka_bootstrap:
+        raise UsageError("--with-consumer needs BO_KAFKA_BOOTSTRAP")
+    serve(c, host=host, port=port, projector=not no_projector, consumer=with_consumer)
+    return EXIT_OK
+
+
+def serve(c: Container, *, host: str, port: int, projector: bool, consumer: bool) -> None:
+    """Run uvicorn until Ctrl-C/SIGTERM; background workers get the same stop event."""
+    import uvicorn
+
+    from api.app import create_app
+
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+    if projector:
+        from projections.runner import Runner
+
+        runner = Runner(c.engine, c.settings)
+        workers.append(_worker("projector", lambda: runner.run_forever(stop)))
+    if consumer:
+        from eventlog.kafka import run_consumer
+
+        workers.append(_worker("consumer", lambda: run_consumer(c.settings, c.engine, stop)))
+    app = create_app(c.settings, c.engine)
+    config = uvicorn.Config(
+        app, host=host, port=port, access_log=False, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    for thread in workers:
+        thread.start()
+    logger.info(
+        "serving on http://{}:{} (projector={}, consumer={})", host, port, projector, consumer
+    )
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=30)
+        c.close()
+
+
+def _worker(name: str, target: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        except Exception:  # a dead worker must be loud; the API keeps answering with lag
+            logger.exception("{} stopped with an error", name)
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
+def token_command(
+    sub: Annotated[str, typer.Option("--sub", help="Subject (who the token is for).")],
+    role: Annotated[list[str], typer.Option("--role", help="Role; repeat for several.")],
+    ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.")] = 3600,
+    as_json: JsonOpt = False,
+) -> int:
+    """Print a dev-mode token (refused in OIDC mode: tokens come from the IdP there)."""
+    from api.auth import dev_token
+
+    c = bootstrap()
+    token = dev_token(c.settings, sub, list(role), ttl)
+    emit(
+        {"token": token, "sub": sub, "roles": list(role), "ttl": ttl}, as_json, lambda d: d["token"]
+    )
+    return EXIT_OK
+
+
+def audit_verify_command(as_json: JsonOpt = False) -> int:
+    """Recompute the audit log's hash chain; exit 1 naming the first bad record."""
+    from api.audit import AuditChainBroken, verify_audit
+
+    c = bootstrap()
+    c.require_database()
+    try:
+        report = verify_audit(c.engine)
+    except AuditChainBroken as exc:
+        emit(
+            {"ok": False, "id": exc.record_id, "reason": exc.reason},
+            as_json,
+            lambda d: f"FAILED at audit record {d['id']}: {d['reason']}",
+        )
+        return EXIT_CHECK
+    emit(
+        {"ok": True, "records": report.records, "head_hash": report.head_hash},
+        as_json,
+        lambda d: f"ok: {d['records']} audit records, head hash {d['head_hash']}",
+    )
+    return EXIT_OK
