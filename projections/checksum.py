@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from projections.tables import Row, TableDef
 EXCLUDED = frozenset({"position"})
 
 
+@lru_cache(maxsize=32)
 def checksum_columns(table: TableDef) -> tuple[str, ...]:
     return tuple(c for c in table.column_names if c not in EXCLUDED)
 
@@ -46,12 +48,18 @@ class Checksum:
         self._hash = hashlib.sha256()
         self.rows = 0
 
-    def table(self, table: TableDef, rows: Iterable[Row]) -> None:
+    def begin(self, table: TableDef) -> None:
         self._hash.update(f"#{table.name}\n".encode())
+
+    def add(self, table: TableDef, row: Row) -> None:
+        self._hash.update(canonical(table, row))
+        self._hash.update(b"\n")
+        self.rows += 1
+
+    def table(self, table: TableDef, rows: Iterable[Row]) -> None:
+        self.begin(table)
         for row in rows:
-            self._hash.update(canonical(table, row))
-            self._hash.update(b"\n")
-            self.rows += 1
+            self.add(table, row)
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()

@@ -1,0 +1,291 @@
+"""Build a projection version from position 1 into fresh tables and swap it in atomically.
+
+Protocol of ``build`` (under the projection's rebuild lock):
+
+1. create empty ``<table>_v<N>__new`` tables (key only: loading is faster without
+   secondary indexes) and a ``building`` checkpoint if the version has none;
+2. replay the log in large batches, each its own transaction (the live runner and the
+   API carry on against the serving version meanwhile);
+3. create the secondary indexes, then catch up the tail that arrived meanwhile;
+4. in ONE transaction: lock the projection's checkpoint rows, apply the last events,
+   compute the checksum, drop the view, drop the old tables of version N, rename the
+   new ones, recreate the view, write the checkpoint. Readers see the old version or
+   the new one, never a half-built table; the live runner resumes from the new
+   checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from eventlog.db import is_sqlite, read_tx, write_tx
+from eventlog.errors import UsageError
+from eventlog.schema import checkpoints
+from eventlog.settings import Settings
+from eventlog.store import head_position, iter_events
+from projections import registry
+from projections.base import Projection
+from projections.checksum import table_checksum
+from projections.store import (
+    ACTIVE,
+    BUILDING,
+    NEW,
+    RETIRED,
+    SERVING,
+    STANDBY,
+    Tables,
+    apply_batch,
+    create_indexes,
+    create_tables,
+    drop_tables,
+    drop_view,
+    get_checkpoint,
+    pairs_of,
+    point_views,
+    put_checkpoint,
+    rename_new,
+    serving_version,
+    tables_exist,
+    tables_for,
+)
+from rebuild.locks import projection_lock
+
+BATCH = 20_000
+Progress = Callable[[int, int], None]  # (position, head)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    projection: str
+    version: int
+    rows: int
+    position: int
+    checksum: str
+    seconds: float
+    events_per_sec: float
+    state: str
+    serving: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "version": self.version,
+            "rows": self.rows,
+            "position": self.position,
+            "checksum": self.checksum,
+            "seconds": self.seconds,
+            "events_per_sec": self.events_per_sec,
+            "state": self.state,
+            "serving": self.serving,
+        }
+
+
+def lock_projection(conn: Connection, name: str) -> None:
+    """Serialise with the live runner: lock every checkpoint row of ``name`` (PostgreSQL)."""
+    if not is_sqlite(conn):
+        conn.execute(
+            select(checkpoints.c.version).where(checkpoints.c.projection == name).with_for_update()
+        )
+
+
+def replay(
+    engine: Engine,
+    projection: Projection,
+    tables: Tables,
+    *,
+    after: int = 0,
+    upto: int | None = None,
+    batch: int = BATCH,
+    progress: Progress | None = None,
+) -> tuple[int, int]:
+    """Apply events ``after < position <= upto`` (default: the head) in batches.
+
+    Each batch is its own transaction. Returns (last position, rows added to the public table).
+    """
+    with read_tx(engine) as conn:
+        head = head_position(conn) if upto is None else upto
+    position, rows = after, 0
+    public = projection.public.name
+    while position < head:
+        with write_tx(engine) as conn:
+            events = next(iter_events(conn, position, upto=head, batch=batch), [])
+            if not events:
+                break
+            rows += apply_batch(conn, projection, tables, events).rows_delta.get(public, 0)
+        position = events[-1].position
+        if progress is not None:
+            progress(position, head)
+    return position, rows
+
+
+def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) -> tuple[int, int]:
+    """Apply everything after ``after`` inside the caller's transaction."""
+    position, rows = after, 0
+    for events in iter_events(conn, after, batch=BATCH):
+        rows += apply_batch(conn, projection, tables, events).rows_delta.get(
+            projection.public.name, 0
+        )
+        position = events[-1].position
+    return position, rows
+
+
+def build(
+    engine: Engine,
+    settings: Settings | None,
+    name: str,
+    version: int | None = None,
+    *,
+    promote: bool = True,
+    batch: int = BATCH,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Rebuild ``name`` version ``version`` (default newest) from position 1 and swap it in."""
+    projection = registry.make(name, version, settings)
+    started = time.monotonic()
+    with projection_lock(engine, name):
+        new = _prepare(engine, projection)
+        position, rows = replay(engine, projection, new, batch=batch, progress=progress)
+        with write_tx(engine) as conn:
+            create_indexes(conn, projection, NEW)
+        position, more = replay(engine, projection, new, after=position, batch=batch)
+        rows += more
+        state, serving, rows, position, checksum = _swap(
+            engine, projection, new, position, rows, promote=promote
+        )
+    seconds = time.monotonic() - started
+    return BuildResult(
+        projection=name,
+        version=projection.version,
+        rows=rows,
+        position=position,
+        checksum=checksum,
+        seconds=round(seconds, 3),
+        events_per_sec=round(position / seconds, 1) if seconds > 0 else 0.0,
+        state=state,
+        serving=serving,
+    )
+
+
+def _prepare(engine: Engine, projection: Projection) -> Tables:
+    with write_tx(engine) as conn:
+        drop_tables(conn, projection, NEW)  # leftovers of a crashed rebuild
+        new = create_tables(conn, projection, NEW, indexes=False)
+        cp = get_checkpoint(conn, projection.name, projection.version)
+        if cp is None or cp.state in (RETIRED, BUILDING):
+            put_checkpoint(
+                conn,
+                projection.name,
+                projection.version,
+                position=0,
+                rows=0,
+                fingerprint=projection.fingerprint(),
+                state=BUILDING,
+                checksum=None,
+                last_error=None,
+                error_position=None,
+            )
+    return new
+
+
+def _swap(
+    engine: Engine,
+    projection: Projection,
+    new: Tables,
+    position: int,
+    rows: int,
+    *,
+    promote: bool,
+) -> tuple[str, bool, int, int, str]:
+    name, version = projection.name, projection.version
+    with write_tx(engine) as conn:
+        lock_projection(conn, name)
+        position, more = _tail(conn, projection, new, position)
+        rows += more
+        checksum = table_checksum(conn, pairs_of(projection, new))
+        current = serving_version(conn, name)
+        serve = promote or current == version
+        if serve:
+            for table in projection.tables:
+                if table.public:
+                    drop_view(conn, table)
+        drop_tables(conn, projection)
+        rename_new(conn, projection)
+        if serve:
+            point_views(conn, projection)
+            if current is not None and current != version:
+                _demote(conn, name, current)
+        state = SERVING if serve else STANDBY
+        put_checkpoint(
+            conn,
+            name,
+            version,
+            position=position,
+            rows=rows,
+            fingerprint=projection.fingerprint(),
+            state=state,
+            checksum=checksum,
+            last_error=None,
+            error_position=None,
+        )
+    return state, serve, rows, position, checksum
+
+
+def _demote(conn: Connection, name: str, version: int) -> None:
+    cp = get_checkpoint(conn, name, version)
+    if cp is not None and cp.state == SERVING:
+        put_checkpoint(conn, name, version, state=STANDBY)
+
+
+def promote(engine: Engine, settings: Settings | None, name: str, version: int) -> dict[str, Any]:
+    """Make ``version`` serve: catch it up to the head and repoint the views, atomically."""
+    projection = registry.make(name, version, settings)
+    with write_tx(engine) as conn:
+        lock_projection(conn, name)
+        cp = get_checkpoint(conn, name, version)
+        if cp is None or cp.state not in ACTIVE or not tables_exist(conn, projection):
+            state = cp.state if cp else "not built"
+            raise UsageError(
+                f"{name} version {version} is {state}: build it first "
+                f"(rebuild --projection {name} --version {version})"
+            )
+        current = serving_version(conn, name)
+        tables = tables_for(projection)
+        position, more = _tail(conn, projection, tables, cp.position)
+        point_views(conn, projection)
+        if current is not None and current != version:
+            _demote(conn, name, current)
+        put_checkpoint(
+            conn,
+            name,
+            version,
+            position=position,
+            rows=cp.rows + more,
+            state=SERVING,
+            checksum=cp.checksum if position == cp.position else None,
+        )
+    return {"projection": name, "version": version, "previous": current, "position": position}
+
+
+def drop(engine: Engine, settings: Settings | None, name: str, version: int) -> dict[str, Any]:
+    """Retire a non-serving version: drop its tables, mark it ``retired``."""
+    projection = registry.make(name, version, settings)
+    with write_tx(engine) as conn:
+        lock_projection(conn, name)
+        if serving_version(conn, name) == version:
+            raise UsageError(
+                f"{name} version {version} is serving: promote another version before dropping it"
+            )
+        cp = get_checkpoint(conn, name, version)
+        if cp is None and not tables_exist(conn, projection):
+            raise UsageError(f"{name} version {version} was never built")
+        if cp is not None and cp.state == BUILDING:
+            raise UsageError(f"{name} version {version} is being built")
+        drop_tables(conn, projection)
+        if cp is not None:
+            put_checkpoint(conn, name, version, state=RETIRED, rows=0, checksum=None)
+    return {"projection": name, "version": version, "state": RETIRED}
