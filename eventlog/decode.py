@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,12 +23,11 @@ from typing import Any
 import orjson
 
 from eventlog.errors import DecodeError
-from eventlog.redact import redact_tree
+from eventlog.redact import MAX_DEPTH, redact_tree
 from eventlog.timeutil import format_ts
 
 MAX_EVENT_BYTES = 1024 * 1024
 OPS = frozenset({"c", "u", "d", "r"})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DECIMAL_DIGITS = 64
 _UNAVAILABLE = "__debezium_unavailable_value"
 
@@ -108,60 +108,90 @@ class Parsed:
 # ---------------------------------------------------------------- parsing
 
 
-def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
-    return False
-
-
-def load_json(raw: bytes) -> Any:
-    """Parse JSON; when it holds non-integer numbers, parse again so they stay exact."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        doc = _load_exact(raw)  # orjson refuses ints past 64 bits; the stdlib does not
-    else:
-        if not _has_float(doc):
-            return doc
-        doc = _load_exact(raw)
-    return doc
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_CONTAINERS = (dict, list)
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse JSON exactly: non-integer numbers become :class:`Decimal` (never float).
+
+    orjson parses first (fast); when the document holds a non-integer number, or an
+    integer past 64 bits that orjson refuses, the standard library parses it again with
+    ``parse_float=Decimal``, which keeps the number's own text. ``NaN``/``Infinity`` are
+    refused; a duplicate key keeps its last value (both parsers agree).
+    """
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _load_exact(raw)
+    return _load_exact(raw) if _has_float(doc, 0) else doc
+
+
+def _has_float(value: Any, depth: int) -> bool:
+    """True if a float is anywhere in ``value`` (or it nests too deep to tell cheaply)."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return isinstance(value, float)
+    if depth > MAX_DEPTH:
+        return True
+    types = set(map(type, children))
+    if float in types:
+        return True
+    if dict in types or list in types:
+        return any(_has_float(c, depth + 1) for c in children if isinstance(c, _CONTAINERS))
+    return False
+
+
 def _load_exact(raw: bytes) -> Any:
     try:
-        text = raw.decode("utf-8")
-        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        return _JSON.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DecodeError("not JSON: invalid UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise DecodeError("not JSON: nested too deeply") from exc
+    except ValueError as exc:
         raise DecodeError(f"not JSON: {str(exc).splitlines()[0][:200]}") from exc
 
 
 def parse(raw: bytes) -> Parsed | None:
-    """Parse and redact one received value; ``None`` means a tombstone (JSON ``null``)."""
+    """Parse and redact one received value; ``None`` means a tombstone (JSON ``null``).
+
+    The whole envelope is redacted (``before``/``after`` and anything else beside them);
+    ``redacted_paths`` are relative to it (``after.password``). Whenever a credential key
+    is present the stored bytes are the re-serialised, redacted document, so a credential
+    cannot survive in the received bytes (e.g. behind a duplicate key).
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise DecodeError(f"value over 1 MiB ({len(raw)} bytes)")
     doc = load_json(raw)
     if doc is None:
         return None
     if not isinstance(doc, dict):
-        raise DecodeError(f"not an object (JSON {type(doc).__name__})")
+        raise DecodeError(f"not an object (JSON {_json_type(doc)})")
     envelope, schemas = _unwrap(doc)
     if envelope is None:
         return None
     parsed = Parsed(envelope=envelope, document=doc, field_schemas=schemas)
-    for side in ("before", "after"):
-        if isinstance(envelope.get(side), dict | list):
-            parsed.rewritten |= redact_tree(envelope[side], side, parsed.redacted_paths)
+    redact_tree(envelope, "", parsed.redacted_paths)
+    parsed.rewritten = bool(parsed.redacted_paths)
     return parsed
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else type(value).__name__
 
 
 def _unwrap(
@@ -237,9 +267,12 @@ def decode_bytes(raw: bytes) -> Change:
 
 
 def _source_ts(source: dict[str, Any]) -> str | None:
+    """``source.ts_ms`` as canonical text; absent → None (the change has no commit time)."""
     ts = source.get("ts_ms")
     if ts is None:
         return None
+    if isinstance(ts, str) and ts.strip().isdigit():
+        ts = int(ts.strip())
     if isinstance(ts, bool) or not isinstance(ts, int | Decimal):
         raise DecodeError(f"undecodable timestamp source.ts_ms: {_short(ts)}")
     return _epoch(ts, 1000, "source.ts_ms")
@@ -272,16 +305,25 @@ def decode_row(spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str
         if value is None or value == _UNAVAILABLE:
             row[column] = None
             continue
-        row[column] = decoder(column, value, schemas.get(column, {}))
+        row[column] = decoder(column, value, schemas.get(column, _NO_SCHEMA))
     return row
 
 
-def _decoders(spec: TableSpec) -> list[tuple[str, Callable[[str, Any, dict[str, Any]], Any]]]:
-    out: list[tuple[str, Callable[[str, Any, dict[str, Any]], Any]]] = []
+_NO_SCHEMA: dict[str, Any] = {}
+Decoder = Callable[[str, Any, dict[str, Any]], Any]
+_DECODERS: dict[TableSpec, list[tuple[str, Decoder]]] = {}
+
+
+def _decoders(spec: TableSpec) -> list[tuple[str, Decoder]]:
+    found = _DECODERS.get(spec)
+    if found is not None:
+        return found
+    out: list[tuple[str, Decoder]] = []
     out += [(c, decode_decimal) for c in sorted(spec.decimals)]
     out += [(c, decode_timestamp) for c in sorted(spec.timestamps)]
     out += [(c, decode_integer) for c in sorted(spec.integers)]
     out += [(c, decode_text) for c in sorted(spec.texts)]
+    _DECODERS[spec] = out
     return out
 
 
@@ -308,8 +350,14 @@ def decode_integer(column: str, value: Any, _schema: dict[str, Any]) -> int:
     raise DecodeError(f"undecodable {column}: {_short(value)}")
 
 
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,39})(?:\.[0-9]{1,24})?")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
     """Decimal as canonical text that keeps the source scale (``"100.50"``)."""
+    if type(value) is str and _PLAIN_DECIMAL.fullmatch(value) and value.strip("-0."):
+        return value  # already canonical: the common case of decimal.handling.mode=string
     name = schema.get("name")
     try:
         if name == "org.apache.kafka.connect.data.Decimal":
@@ -321,8 +369,8 @@ def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
             raise ValueError("boolean")
         elif isinstance(value, int | Decimal):
             number = Decimal(value)
-        elif isinstance(value, str):
-            number = Decimal(value.strip())
+        elif isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value.strip()):
+            number = Decimal(value.strip())  # ASCII only: Decimal() alone accepts "1_0"
         else:
             raise ValueError(type(value).__name__)
     except (ValueError, TypeError, InvalidOperation, binascii.Error) as exc:
@@ -372,8 +420,15 @@ def decode_timestamp(column: str, value: Any, schema: dict[str, Any]) -> str:
 
 
 def _iso(column: str, text: str) -> str:
+    """ISO-8601 → canonical text; fractions finer than microseconds are truncated."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T":
+        try:  # already canonical (the common case): validate, keep the text
+            datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise DecodeError(f"undecodable timestamp {column}: {_short(text)}") from exc
+        return text
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        value = datetime.fromisoformat(_trim_fraction(text.strip().replace("z", "Z")))
     except ValueError as exc:
         raise DecodeError(f"undecodable timestamp {column}: {_short(text)}") from exc
     if value.tzinfo is None:
@@ -384,15 +439,29 @@ def _iso(column: str, text: str) -> str:
         raise DecodeError(f"undecodable timestamp {column}: out of range") from exc
 
 
+_FRACTION = re.compile(r"([.,]\d{6})\d+")
+
+
+def _trim_fraction(text: str) -> str:
+    """Nanosecond fractions (``.123456789``) → microseconds, truncating."""
+    return _FRACTION.sub(r"\1", text, count=1)
+
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
 def _epoch(value: int | Decimal, per_second: int, column: str, *, days: bool = False) -> str:
     if isinstance(value, Decimal) and value != value.to_integral_value():
         raise DecodeError(f"undecodable timestamp {column}: {_short(value)}")
     number = int(value)
     try:
         if days:
-            return format_ts(_EPOCH + timedelta(days=number))
-        seconds, rest = divmod(number, per_second)
-        micros = rest * 1_000_000 // per_second
-        return format_ts(_EPOCH + timedelta(seconds=seconds, microseconds=micros))
+            moment = _EPOCH_NAIVE + timedelta(days=number)
+        else:
+            seconds, rest = divmod(number, per_second)
+            micros = rest * 1_000_000 // per_second
+            moment = _EPOCH_NAIVE + timedelta(seconds=seconds, microseconds=micros)
     except (OverflowError, ValueError) as exc:
         raise DecodeError(f"undecodable timestamp {column}: out of range") from exc
+    # isoformat of a naive UTC moment is format_ts's text, faster and zero-padded before 1000
+    return moment.isoformat(timespec="microseconds") + "Z"

@@ -15,15 +15,41 @@ GENESIS = "0" * 64
 
 def _exact(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return f"\x00dec:{value}"  # a JSON number's own text, never a float
-    if isinstance(value, int):  # ints past 64 bits
-        return f"\x00int:{value}"
+        return orjson.Fragment(str(value).encode())  # a JSON number's own text
     raise TypeError(type(value).__name__)
+
+
+_INT64 = range(-(2**63), 2**64)
+
+
+def _big_ints(value: Any) -> Any:
+    """Integers past 64 bits as exact JSON number fragments (orjson refuses them)."""
+    if isinstance(value, dict):
+        return {k: _big_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_big_ints(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return orjson.Fragment(str(value).encode())
+    return value
+
+
+def dump_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """JSON with exact numbers: decimals and integers keep their text, never via float.
+
+    Raises :class:`orjson.JSONEncodeError` for what JSON cannot carry (lone surrogates).
+    """
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    try:
+        return orjson.dumps(value, default=_exact, option=option)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        return orjson.dumps(_big_ints(value), default=_exact, option=option)
 
 
 def canonical_json(value: Any) -> bytes:
     """Deterministic JSON: sorted keys, no spaces, exact numbers."""
-    return orjson.dumps(value, default=_exact, option=orjson.OPT_SORT_KEYS)
+    return dump_json(value, sort_keys=True)
 
 
 def event_id(parsed: Parsed, change: Change) -> str:

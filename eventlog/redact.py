@@ -1,6 +1,7 @@
 """Credential redaction: every key that names a credential loses its value before storage.
 
-Matching (SPEC §2.5), on the key with case folded and ``-``/``_`` removed:
+Matching (SPEC §2.5), on the key with case folded and every character that is not a
+letter or digit removed (so ``-``, ``_``, ``.`` and spaces are ignored):
 
 1. the key is, or contains, one of the long names (``password``, ``apikey``, ``token``…);
 2. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
@@ -11,10 +12,14 @@ The rule errs towards redacting: a false positive hides a value, a false negativ
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
+from eventlog.errors import DecodeError
+
 REDACTED = "[REDACTED]"
+MAX_DEPTH = 64  # Debezium rows are flat; JSON columns nest a little, never this deep
 
 _LONG = (
     "password",
@@ -30,59 +35,166 @@ _LONG = (
     "session",
 )
 _SHORT = frozenset({"pwd", "pin", "cvv", "cvc", "pan"})
-_WORDS = re.compile(r"[-_.\s]+|(?<=[a-z0-9])(?=[A-Z])")
+_WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_NOT_ALNUM = re.compile(r"[\W_]+")
 _TRAILING_DIGITS = re.compile(r"\d+$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 
 
+@functools.lru_cache(maxsize=8192)
 def is_credential_key(key: str) -> bool:
-    """True when ``key`` names a credential."""
-    norm = key.lower().replace("-", "").replace("_", "")
+    """True when ``key`` names a credential (cached: column names repeat in every event)."""
+    norm = _NOT_ALNUM.sub("", key.casefold())
     if any(name in norm for name in _LONG):
         return True
     if _TRAILING_DIGITS.sub("", norm) in _SHORT:
         return True
-    return any(_TRAILING_DIGITS.sub("", w.lower()) in _SHORT for w in _WORDS.split(key) if w)
+    return any(_TRAILING_DIGITS.sub("", w.casefold()) in _SHORT for w in _WORDS.split(key) if w)
+
+
+def _path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:  # a key with dots, brackets or spaces stays unambiguous
+            escaped = part.replace("\\", "\\\\").replace('"', '\\"')
+            out += f'["{escaped}"]'
+    return out
 
 
 def redact_tree(value: Any, path: str, found: list[str]) -> bool:
-    """Replace credential values in place, append their paths; True if a value changed."""
+    """Replace credential values in place, append their paths; True if a value changed.
+
+    Raises :class:`DecodeError` for values nested deeper than :data:`MAX_DEPTH`.
+    """
+    parts: list[str | int] = [path] if path else []
+    return _redact(value, parts, found)
+
+
+_SAFE_KEYS: set[str] = set()  # keys already seen not to name a credential
+_SAFE_KEYS_MAX = 100_000
+_CONTAINERS = frozenset({dict, list})
+
+
+def _redact(value: Any, parts: list[str | int], found: list[str]) -> bool:
+    # Hot path of ingest: a flat row whose keys are all known safe costs two C-level set
+    # operations, with no Python loop over its columns.
+    if len(parts) > MAX_DEPTH:
+        raise DecodeError(f"nested deeper than {MAX_DEPTH} levels")
     changed = False
     if isinstance(value, dict):
-        for key in list(value):
-            child_path = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and is_credential_key(key):
-                found.append(child_path)
-                if value[key] != REDACTED:
-                    value[key] = REDACTED
-                    changed = True
-            else:
-                changed |= redact_tree(value[key], child_path, found)
-    elif isinstance(value, list):
+        if not _SAFE_KEYS.issuperset(value):
+            changed = _redact_keys(value, parts, found)
+        if not _CONTAINERS.isdisjoint(map(type, value.values())):
+            for key, child in value.items():
+                if isinstance(child, dict | list) and not is_credential_key(key):
+                    parts.append(key)
+                    changed |= _redact(child, parts, found)
+                    parts.pop()
+    elif isinstance(value, list) and not _CONTAINERS.isdisjoint(map(type, value)):
         for index, item in enumerate(value):
-            changed |= redact_tree(item, f"{path}[{index}]", found)
+            if isinstance(item, dict | list):
+                parts.append(index)
+                changed |= _redact(item, parts, found)
+                parts.pop()
     return changed
 
 
-_JSON_PAIR = re.compile(
-    r'"((?:[^"\\]|\\.){1,200})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false|null|\{[^{}]*\}|\[[^\[\]]*\])'
-)
+def _redact_keys(value: dict[str, Any], parts: list[str | int], found: list[str]) -> bool:
+    changed = False
+    for key in value:
+        if key in _SAFE_KEYS:
+            continue
+        if not is_credential_key(key):
+            if len(_SAFE_KEYS) < _SAFE_KEYS_MAX:
+                _SAFE_KEYS.add(key)
+            continue
+        found.append(_path([*parts, key]))
+        if value[key] != REDACTED:
+            value[key] = REDACTED
+            changed = True
+    return changed
+
+
+# ---------------------------------------------------------------- text that is not JSON
+
+# A key, bare or quoted, followed by ``:`` or ``=``: ``"password": …``, ``api-key=…``.
+_KEY = re.compile(r"""(["']?)([A-Za-z0-9_\-][A-Za-z0-9_\-. ]{0,99})\1\s*[:=]\s*""")
+_CLOSE = {"{": "}", "[": "]"}
+
+
+def _value_end(text: str, start: int) -> int:
+    """End of the value starting at ``start``: a quoted string, a bracketed block, or a token.
+
+    Unterminated strings and blocks run to the end of the text (truncated input).
+    """
+    if start >= len(text):
+        return start
+    first = text[start]
+    if first in "\"'":
+        i = start + 1
+        while i < len(text):
+            if text[i] == "\\":
+                i += 2
+                continue
+            if text[i] == first:
+                return i + 1
+            i += 1
+        return len(text)
+    if first in _CLOSE:
+        depth, i, quote = 0, start, ""
+        while i < len(text):
+            ch = text[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch in "{[":
+                depth += 1
+            elif ch in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return len(text)
+    i = start
+    while i < len(text) and text[i] not in ",;&}]\r\n\t ":
+        i += 1
+    return i
 
 
 def redact_text(raw: bytes) -> bytes:
     """Best-effort redaction of bytes that are not valid JSON (for dead letters).
 
-    Any ``"key": value`` pair whose key names a credential has its value replaced.
-    Bytes that are not UTF-8 are handled as Latin-1, which round-trips every byte.
+    Every ``key: value`` or ``key=value`` whose key names a credential has its value
+    replaced, whether the value is a string (even unterminated), a nested block or a bare
+    token. Bytes that are not UTF-8 are handled as Latin-1, which round-trips every byte.
     """
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = raw.decode("latin-1"), "latin-1"
-
-    def _sub(match: re.Match[str]) -> str:
-        if is_credential_key(match.group(1)):
-            return f'"{match.group(1)}"{match.group(2)}"{REDACTED}"'
-        return match.group(0)
-
-    redacted = _JSON_PAIR.sub(_sub, text)
-    return raw if redacted == text else redacted.encode(encoding)
+    out: list[str] = []
+    done = 0
+    pos = 0
+    while True:
+        match = _KEY.search(text, pos)
+        if match is None:
+            break
+        if not is_credential_key(match.group(2)):
+            pos = match.end()
+            continue
+        end = _value_end(text, match.end())
+        out.append(text[done : match.end()])
+        out.append(f'"{REDACTED}"')
+        done = pos = max(end, match.end())
+    if not out:
+        return raw
+    out.append(text[done:])
+    return "".join(out).encode(encoding)
