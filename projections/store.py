@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateTable
 
 from eventlog.db import is_sqlite, write_tx
 from eventlog.schema import checkpoints
@@ -27,7 +28,6 @@ from projections.tables import (
     Row,
     TableDef,
     index_name,
-    index_objects,
     physical_table,
     qualified,
 )
@@ -186,17 +186,16 @@ def create_tables(
 ) -> Tables:
     """Create the version's tables (empty), with their secondary indexes unless told not to."""
     tables = tables_for(projection, suffix)
-    for table, physical in pairs_of(projection, tables):
-        physical.create(conn, checkfirst=True)
-        if indexes:
-            for index in index_objects(table, physical):
-                index.create(conn, checkfirst=True)
+    for physical in tables.values():
+        conn.execute(CreateTable(physical, if_not_exists=True))
+    if indexes:
+        create_indexes(conn, projection, suffix)
     return tables
 
 
-def create_indexes(conn: Connection, projection: Projection, suffix: str) -> None:
-    for table, physical in pairs_of(projection, tables_for(projection, suffix)):
-        for index in index_objects(table, physical):
+def create_indexes(conn: Connection, projection: Projection, suffix: str = "") -> None:
+    for physical in tables_for(projection, suffix).values():
+        for index in physical.indexes:
             index.create(conn, checkfirst=True)
 
 
@@ -221,8 +220,7 @@ def rename_new(conn: Connection, projection: Projection) -> None:
         if is_sqlite(conn):
             for label, _cols in table.indexes:
                 conn.execute(text(f"DROP INDEX IF EXISTS {index_name(new, label)}"))
-            physical = physical_table(table, projection.version)
-            for index in index_objects(table, physical):
+            for index in physical_table(table, projection.version).indexes:
                 index.create(conn, checkfirst=True)
             continue
         conn.execute(text(f"ALTER INDEX {qualified(conn, 'pk_' + new)} RENAME TO pk_{final}"))

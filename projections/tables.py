@@ -67,21 +67,16 @@ def physical_table(table: TableDef, version: int, suffix: str = "") -> Table:
 def _physical(table: TableDef, version: int, suffix: str) -> Table:
     name = table.physical(version, suffix)
     columns = [Column(col, _TYPES[kind], nullable=col != table.key) for col, kind in table.columns]
-    return Table(
+    physical = Table(
         name,
         MetaData(),
         *columns,
         PrimaryKeyConstraint(table.key, name=f"pk_{name}"),
         schema=BO_SCHEMA,
     )
-
-
-def index_objects(table: TableDef, physical: Table) -> list[Index]:
-    """Secondary indexes, named after the physical table (renamed with it at a swap)."""
-    return [
-        Index(index_name(physical.name, label), *[physical.c[c] for c in cols])
-        for label, cols in table.indexes
-    ]
+    for label, cols in table.indexes:  # named after the physical table, renamed with it
+        Index(index_name(name, label), *[physical.c[c] for c in cols])
+    return physical
 
 
 def index_name(physical_name: str, label: str) -> str:

@@ -1,0 +1,305 @@
+"""Regenerate the golden scenarios' events.jsonl (expected/ comes from `rebuild golden --update`,
+then is reviewed by hand: every expected row below is explained in the scenario's README line).
+
+Run: .venv/bin/python tests/golden/_generate.py
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def env(
+    table: str,
+    op: str,
+    row: dict[str, Any],
+    *,
+    ts: int,
+    lsn: int | None = None,
+    before: dict[str, Any] | None = None,
+    top_ts: int | None = None,
+) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "version": "2.7.3.Final",
+        "connector": "postgresql",
+        "name": "oltp",
+        "db": "oltp",
+        "schema": "public",
+        "table": table,
+        "ts_ms": BASE_MS + ts * 1000,
+    }
+    if lsn is not None:
+        source["lsn"] = lsn
+    out = {
+        "before": row if op == "d" else before,
+        "after": None if op == "d" else row,
+        "source": source,
+        "op": op,
+    }
+    if top_ts is not None:
+        out["ts_ms"] = BASE_MS + top_ts * 1000
+    return out
+
+
+def leg(
+    tx: str,
+    typ: str,
+    related: str | None,
+    *,
+    wallet: str = "W1",
+    amount: str = "100.50",
+    version: int | None = None,
+    updated_at: str | None = None,
+    related_type: str | None = None,
+    status: str | None = "POSTED",
+    **extra: Any,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "tx_id": tx,
+        "wallet_id": wallet,
+        "type": typ,
+        "amount": amount,
+        "currency": "KRW",
+        "related_id": related,
+        "related_type": related_type,
+        "status": status,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    if version is not None:
+        row["version"] = version
+    if updated_at is not None:
+        row["updated_at"] = updated_at
+    row.update(extra)
+    return row
+
+
+def order(
+    oid: str,
+    status: str = "CREATED",
+    *,
+    version: int | None = None,
+    updated_at: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "order_id": oid,
+        "payer_wallet_id": "W1",
+        "receiver_wallet_id": "W2",
+        "amount": "100.50",
+        "currency": "KRW",
+        "status": status,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    if version is not None:
+        row["version"] = version
+    if updated_at is not None:
+        row["updated_at"] = updated_at
+    row.update(extra)
+    return row
+
+
+L, P = "ledger_entries", "payment_orders"
+PAY = leg("T1", "PAYMENT", "O1", wallet="W1", version=1)
+REC = leg("T2", "RECEIVE", "O1", wallet="W2", version=1)
+
+SCENARIOS: dict[str, list[Any]] = {
+    # COMPLETE pair; first_seen_at = 00:00:01, completed_at = 00:00:02 in both orders
+    "pair_payment_then_receive": [env(L, "c", PAY, ts=1, lsn=10), env(L, "c", REC, ts=2, lsn=11)],
+    "pair_receive_then_payment": [env(L, "c", REC, ts=2, lsn=11), env(L, "c", PAY, ts=1, lsn=10)],
+    # the order arrives after both legs; the pair is unaffected by the order event
+    "order_after_legs": [
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", REC, ts=2, lsn=11),
+        env(P, "c", order("O1", version=1), ts=3, lsn=12),
+    ],
+    # redelivered events (same change, different connector ts_ms) are deduplicated by the log
+    "redeliveries": [
+        env(L, "c", PAY, ts=1, lsn=10, top_ts=5),
+        env(L, "c", PAY, ts=1, lsn=10, top_ts=9),
+        env(P, "c", order("O1", version=1), ts=3, lsn=12),
+        env(P, "c", order("O1", version=1), ts=3, lsn=12, top_ts=20),
+        env(L, "c", REC, ts=2, lsn=11),
+        env(L, "c", REC, ts=2, lsn=11),
+    ],
+    # v3 arrives first; the older v1/v2 lose; T1 ends as v3 (amount 300.00)
+    "versioned_out_of_order": [
+        env(L, "u", leg("T1", "PAYMENT", "O1", version=3, amount="300.00"), ts=3, lsn=30),
+        env(L, "c", leg("T1", "PAYMENT", "O1", version=1, amount="100.00"), ts=1, lsn=10),
+        env(L, "u", leg("T1", "PAYMENT", "O1", version=2, amount="200.00"), ts=2, lsn=20),
+        env(P, "u", order("O1", "SETTLED", version=2), ts=5, lsn=50),
+        env(P, "c", order("O1", "CREATED", version=1), ts=4, lsn=40),
+    ],
+    # no version: updated_at decides; the newest updated_at (12:00) wins although it came first
+    "updated_at_only_out_of_order": [
+        env(
+            L,
+            "u",
+            leg("T1", "PAYMENT", "O1", updated_at="2026-01-01T12:00:00Z", status="SETTLED"),
+            ts=3,
+        ),
+        env(
+            L,
+            "c",
+            leg("T1", "PAYMENT", "O1", updated_at="2026-01-01T10:00:00Z", status="PENDING"),
+            ts=1,
+        ),
+        env(P, "u", order("O1", "SETTLED", updated_at="2026-01-01T12:00:00Z"), ts=4),
+        env(P, "c", order("O1", "CREATED", updated_at="2026-01-01T10:00:00Z"), ts=2),
+    ],
+    # neither version nor updated_at: lsn decides (lsn 30 beats lsn 10 that arrives later)
+    "lsn_only_out_of_order": [
+        env(L, "u", leg("T1", "PAYMENT", "O1", status="SETTLED"), ts=3, lsn=30),
+        env(L, "c", leg("T1", "PAYMENT", "O1", status="PENDING"), ts=1, lsn=10),
+        env(P, "u", order("O1", "SETTLED"), ts=3, lsn=31),
+        env(P, "c", order("O1", "CREATED"), ts=1, lsn=11),
+    ],
+    # delete of the RECEIVE leg with a key-only `before` (default replica identity):
+    # T2 stays deleted with its data and deleted_at 00:00:05; pair O1 becomes INCOMPLETE
+    "delete_of_a_leg": [
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", REC, ts=2, lsn=11),
+        env(L, "d", {"tx_id": "T2"}, ts=5, lsn=50),
+    ],
+    # delete of a never-seen row leaves a tombstone; the older create (lower lsn) arriving
+    # later does not resurrect it; an order deleted with a full `before` image
+    "delete_of_an_unknown_row": [
+        env(L, "d", {"tx_id": "T9", "wallet_id": "W9"}, ts=5, lsn=50),
+        env(L, "c", leg("T9", "PAYMENT", "O9", wallet="W9"), ts=1, lsn=10),
+        env(P, "d", order("O9", "CANCELLED"), ts=6, lsn=60),
+    ],
+    # two PAYMENT legs and one RECEIVE: CONFLICT, leg_count 3, no single payment leg
+    "conflict": [
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", REC, ts=2, lsn=11),
+        env(L, "c", leg("T3", "PAYMENT", "O1", wallet="W3", version=1), ts=3, lsn=12),
+    ],
+    # related_type REFUND and type FEE are not candidates; explicit PAYMENT_ORDER is
+    "non_candidate_related_types": [
+        env(L, "c", leg("T1", "PAYMENT", "O1", related_type="PAYMENT_ORDER"), ts=1, lsn=10),
+        env(L, "c", leg("T2", "RECEIVE", "O1", related_type="REFUND", wallet="W2"), ts=2, lsn=11),
+        env(L, "c", leg("T3", "FEE", "O1", wallet="W3"), ts=3, lsn=12),
+        env(L, "c", leg("T4", "RECEIVE", "O4", related_type="REFUND"), ts=4, lsn=13),
+    ],
+    # entries without related_id never make a pair row
+    "null_related_id": [
+        env(L, "c", leg("T1", "PAYMENT", None), ts=1, lsn=10),
+        env(L, "c", leg("T2", "RECEIVE", None, wallet="W2"), ts=2, lsn=11),
+    ],
+    # snapshot reads (op r) then a live update
+    "snapshot_reads": [
+        env(L, "r", leg("T1", "PAYMENT", "O1", version=1), ts=1, lsn=10),
+        env(L, "r", leg("T2", "RECEIVE", "O1", wallet="W2", version=1), ts=1, lsn=10),
+        env(P, "r", order("O1", version=1), ts=1, lsn=10),
+        env(
+            P,
+            "u",
+            order("O1", "SETTLED", version=2, settled_at="2026-01-01T00:00:09Z"),
+            ts=9,
+            lsn=90,
+        ),
+    ],
+    # a leg moves from O1 to O2: O1 keeps only T2 (INCOMPLETE), O2 gets T1
+    "leg_moves_between_orders": [
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", REC, ts=2, lsn=11),
+        env(L, "u", leg("T1", "PAYMENT", "O2", version=2), ts=3, lsn=12),
+    ],
+    # the only leg of O1 is deleted: the pair row disappears
+    "pair_row_removed": [
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "d", {"tx_id": "T1", "version": 1}, ts=2, lsn=11),
+    ],
+    # amount_signed: source value kept; derived for PAYMENT/RECEIVE; null for other types
+    "amount_signed": [
+        env(L, "c", leg("T1", "PAYMENT", None, amount="100.50"), ts=1, lsn=10),
+        env(L, "c", leg("T2", "RECEIVE", None, amount="0.00"), ts=2, lsn=11),
+        env(L, "c", leg("T3", "FEE", None, amount="5.5"), ts=3, lsn=12),
+        env(L, "c", leg("T4", "PAYMENT", None, amount="7.00", amount_signed="-7.25"), ts=4, lsn=13),
+    ],
+}
+
+
+def schema_wrapped() -> list[Any]:
+    """JsonConverter with schemas: Decimal as base64 bytes, MicroTimestamp as integers."""
+
+    def unscaled(value: int) -> str:
+        return base64.b64encode(
+            value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+        ).decode()
+
+    fields = [
+        {"field": "tx_id", "type": "string"},
+        {
+            "field": "amount",
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "parameters": {"scale": "2"},
+        },
+        {"field": "created_at", "type": "int64", "name": "io.debezium.time.MicroTimestamp"},
+        {"field": "updated_at", "type": "int64", "name": "io.debezium.time.Timestamp"},
+    ]
+    schema = {
+        "type": "struct",
+        "fields": [
+            {"field": "before", "type": "struct", "optional": True, "fields": fields},
+            {"field": "after", "type": "struct", "optional": True, "fields": fields},
+            {"field": "source", "type": "struct", "fields": []},
+            {"field": "op", "type": "string"},
+        ],
+    }
+    out = []
+    for tx, typ, wallet, cents, ts in (
+        ("T1", "PAYMENT", "W1", 10050, 1),
+        ("T2", "RECEIVE", "W2", 10050, 2),
+    ):
+        row = {
+            "tx_id": tx,
+            "wallet_id": wallet,
+            "type": typ,
+            "amount": unscaled(cents),
+            "currency": "KRW",
+            "related_id": "O1",
+            "related_type": None,
+            "status": None,
+            "created_at": 1_767_225_600_000_000 + ts * 1_000_000,
+            "updated_at": BASE_MS + ts * 1000,
+            "version": 1,
+        }
+        out.append({"schema": schema, "payload": env(L, "c", row, ts=ts, lsn=10 + ts)})
+    return out
+
+
+def main() -> None:
+    SCENARIOS["schema_wrapped"] = schema_wrapped()
+    for name, events in SCENARIOS.items():
+        folder = HERE / name
+        folder.mkdir(exist_ok=True)
+        (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    folder = HERE / "status_mapping"
+    folder.mkdir(exist_ok=True)
+    (folder / "status_map.json").write_text(
+        json.dumps(
+            {"SUCCESS": ["SETTLED"], "FAIL": ["FAILED", "CANCELLED"], "IN_PROGRESS": ["CREATED"]}
+        )
+    )
+    (folder / "events.jsonl").write_text(
+        "".join(
+            json.dumps(e) + "\n"
+            for e in [
+                env(P, "c", order("O1", "CREATED", version=1), ts=1, lsn=10),
+                env(P, "c", order("O2", "SETTLED", version=1), ts=2, lsn=11),
+                env(P, "c", order("O3", "FAILED", version=1), ts=3, lsn=12),
+                env(P, "c", order("O4", "WEIRD", version=1), ts=4, lsn=13),
+            ]
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
