@@ -241,18 +241,20 @@ def freshness(
 ) -> Freshness:
     """``data_lag_sec`` and ``synced_through`` as SPEC §6 and docs/contracts.md define them.
 
-    Projection lag: ``now - ingested_at`` of the first event a serving projection has not
-    applied (0 when caught up). Consumer lag (only when ``kafka_group`` is given, i.e.
-    ``BO_KAFKA_BOOTSTRAP`` is set): ``now - min(caught_up_at)`` over live members, or
-    ``now -`` the newest heartbeat ever seen when no member is live. The answer is the
-    larger of the two. ``position`` pins the position the answer reflects (as_of).
+        Projection lag: ``now - ingested_at`` of the first event a serving projection has not
+        applied (0 when caught up). Consumer lag (only when ``kafka_group`` is given, i.e.
+        ``BO_KAFKA_BOOTSTRAP`` is set): ``now - min(caught_up_at)`` over live members, or
+        ``now -`` the newest heartbeat ever seen when no member is live. The answer is the
+        larger of the two. ``position`` pins the position the answer reflects (as_of): the
+    replay has applied everything up to it, so only the consumer's lag remains.
     """
+    pinned = position is not None
     if position is None:
         serving = serving_checkpoints(checkpoint_rows(conn))
         position = min((int(r["position"]) for r in serving), default=0)
     times = _event_times(conn, [position, position + 1])
     synced = times.get(position, (None, None))[0]
-    pending = times.get(position + 1)
+    pending = None if pinned else times.get(position + 1)  # a replay has applied all to it
     projection_lag = _age(now, pending[1]) if pending else 0.0
     consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
     lag = max(projection_lag, consumer_lag or 0.0)
