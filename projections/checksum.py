@@ -69,8 +69,9 @@ def sorted_rows(conn: Connection, table: TableDef, physical: Table) -> Iterator[
     """Stream a table's rows in primary-key code-point order."""
     key = physical.c[table.key]
     order = key if is_sqlite(conn) else key.collate("C")
-    result = conn.execution_options(stream_results=True, yield_per=5000).execute(
-        select(*[physical.c[c] for c in table.column_names]).order_by(order)
+    result = conn.execute(
+        select(*[physical.c[c] for c in table.column_names]).order_by(order),
+        execution_options={"stream_results": True, "yield_per": 5000},
     )
     for row in result.mappings():
         yield dict(row)

@@ -298,11 +298,15 @@ class _Listener:
         return conn
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Return on a notification, on ``stop``, or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                break
+            while not stop.is_set() and time.monotonic() < deadline:
+                slice_ = min(0.5, max(0.0, deadline - time.monotonic()))
+                if any(True for _ in self._conn.notifies(timeout=slice_, stop_after=1)):
+                    return
         except Exception as exc:  # any listener trouble: poll instead, reconnect next time
             logger.debug("projection runner: LISTEN unavailable ({}), polling", exc)
             self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -93,7 +94,10 @@ def event(
         "after": None if op == "d" else row,
         "source": source,
     }
-    return orjson.dumps(envelope)
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:  # integers past 64 bits: the stdlib writes them exactly
+        return json.dumps(envelope).encode()
 
 
 def append(engine: Engine, lines: Iterable[bytes]) -> AppendResult:

@@ -1,0 +1,243 @@
+"""The live runner on both backends (SPEC §4.5): checkpoints, failures, wake-ups, metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import Engine, select, text
+
+from eventlog.metrics import FRESHNESS, VERSION_MISSING
+from eventlog.settings import Settings
+from projections.ledger_entries import LEDGER_ENTRIES
+from projections.pairs import PAIRS
+from projections.runner import Runner
+from projections.status import status
+from projections.tables import view_table
+from tests.fixtures_projections import append, event, ledger_row, order_row
+
+L, P = "ledger_entries", "payment_orders"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait on a condition (checked every 50 ms), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        pause.wait(0.05)
+
+
+def by_name(engine: Engine, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    return {f"{s['projection']}.v{s['version']}": s for s in status(engine, settings)}
+
+
+def view_rows(engine: Engine, table: Any) -> dict[str, dict[str, Any]]:
+    view = view_table(table)
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(view)).mappings()]
+    return {r[table.key]: r for r in rows}
+
+
+def sample() -> list[bytes]:
+    return [
+        event(L, "c", ledger_row("T1", related_id="O1", version=1), lsn=1, ts=1),
+        event(L, "c", ledger_row("T2", type="RECEIVE", wallet="W2", related_id="O1"), lsn=2, ts=2),
+        event(P, "c", order_row("O1", version=1), lsn=3, ts=3),
+        event(L, "c", ledger_row("T3", related_id=None), lsn=4, ts=4),
+    ]
+
+
+def test_catch_up_serves_views_and_records_ignored_positions(migrated: Engine) -> None:
+    append(migrated, sample())
+    summary = Runner(migrated, None, batch=2).run_once()
+    assert summary["head"] == 4
+    assert summary["failed"] == []
+    states = by_name(migrated)
+    assert set(states) == {"ledger_entries.v1", "payment_orders.v1", "pairs.v1"}
+    for item in states.values():
+        assert item["position"] == 4
+        assert item["lag"] == 0
+        assert item["state"] == "serving"
+        assert item["serving"] is True
+        assert item["stale"] is False
+        assert item["checksum"]
+    assert states["ledger_entries.v1"]["rows"] == 3
+    entries = view_rows(migrated, LEDGER_ENTRIES)
+    assert entries["T1"]["deleted"] is False
+    assert entries["T1"]["amount_signed"] == "-10.00"
+    assert view_rows(migrated, PAIRS)["O1"]["pairing_status"] == "COMPLETE"
+
+
+def test_second_pass_applies_only_new_events(migrated: Engine) -> None:
+    runner = Runner(migrated, None)
+    append(migrated, sample()[:2])
+    assert runner.run_once()["applied"] == 6  # 2 events x 3 projections
+    append(migrated, sample()[2:])
+    second = runner.run_once()
+    assert second["applied"] == 6
+    assert runner.run_once()["applied"] == 0
+    assert view_rows(migrated, PAIRS)["O1"]["leg_count"] == 2
+
+
+def test_builder_error_fails_only_that_projection_and_never_skips(migrated: Engine) -> None:
+    huge = 2**70  # decodes, but no database integer column can hold it
+    append(
+        migrated,
+        [
+            event(L, "c", ledger_row("T1", version=1), lsn=1),
+            event(P, "c", order_row("O1")),
+            event(L, "c", ledger_row("T2", version=huge), lsn=2),
+            event(L, "c", ledger_row("T3", version=1), lsn=3),
+        ],
+    )
+    summary = Runner(migrated, None, batch=10).run_once()
+    assert sorted(summary["failed"]) == ["ledger_entries.v1", "pairs.v1"]
+    states = by_name(migrated)
+    failed = states["ledger_entries.v1"]
+    assert failed["state"] == "failed"
+    assert failed["serving"] is True  # keeps serving what it had
+    assert failed["error_position"] == 3
+    assert failed["position"] == 2  # the events before the bad one are applied
+    assert failed["last_error"]
+    assert states["payment_orders.v1"]["state"] == "serving"
+    assert states["payment_orders.v1"]["position"] == 4
+    assert set(view_rows(migrated, LEDGER_ENTRIES)) == {"T1"}
+
+    runner = Runner(migrated, None)
+    again = runner.run_once()  # a failed version stays put
+    assert by_name(migrated)["ledger_entries.v1"]["position"] == 2
+    assert again["applied"] == 0
+    assert runner.retry_failed() == ["ledger_entries.v1", "pairs.v1"]
+    runner.run_once()
+    assert by_name(migrated)["ledger_entries.v1"]["error_position"] == 3  # same event, again
+
+
+def test_stale_fingerprint_keeps_serving(migrated: Engine, tmp_path: Path) -> None:
+    first = tmp_path / "a.json"
+    first.write_text(orjson.dumps({"SUCCESS": ["SETTLED"]}).decode())
+    second = tmp_path / "b.json"
+    second.write_text(orjson.dumps({"SUCCESS": ["SETTLED", "DONE"]}).decode())
+    append(migrated, [event(P, "c", order_row("O1", status="SETTLED"))])
+    Runner(migrated, Settings(status_map=str(first))).run_once()
+    assert by_name(migrated, Settings(status_map=str(first)))["payment_orders.v2"]["stale"] is False
+    later = by_name(migrated, Settings(status_map=str(second)))["payment_orders.v2"]
+    assert later["stale"] is True
+    assert later["state"] == "serving"
+    assert later["serving"] is True
+
+
+def test_metrics_freshness_and_version_missing(migrated: Engine) -> None:
+    missing_before = VERSION_MISSING._value.get()
+    fresh_before = _histogram_count()
+    append(migrated, [event(L, "c", ledger_row("T1")), event(L, "c", ledger_row("T2", version=1))])
+    Runner(migrated, None).run_once()
+    assert VERSION_MISSING._value.get() - missing_before == 1
+    assert _histogram_count() - fresh_before == 2
+
+
+def _histogram_count() -> float:
+    for metric in FRESHNESS.collect():
+        for sample_ in metric.samples:
+            if sample_.name.endswith("_count"):
+                return float(sample_.value)
+    return 0.0
+
+
+def test_run_forever_follows_the_log(migrated: Engine) -> None:
+    # a long poll interval: on PostgreSQL only NOTIFY can wake the runner in time
+    poll = 0.2 if migrated.dialect.name == "sqlite" else 60.0
+    runner = Runner(migrated, None, poll_interval=poll)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(status(migrated, None)) == 3)
+        wait_for(lambda: _listening(migrated))
+        append(migrated, sample())
+        wait_for(lambda: all(s["position"] == 4 for s in status(migrated, None)))
+        assert view_rows(migrated, PAIRS)["O1"]["pairing_status"] == "COMPLETE"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def _listening(engine: Engine) -> bool:
+    if engine.dialect.name == "sqlite":
+        return True
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+        ).scalar_one()
+    return int(found) > 0
+
+
+def test_concurrent_runners_apply_each_event_once(migrated: Engine) -> None:
+    lines = [
+        event(L, "c", ledger_row(f"T{i}", related_id=f"O{i % 7}", version=1), lsn=i)
+        for i in range(300)
+    ]
+    append(migrated, lines)
+    Runner(migrated, None).run_once()  # create the views once, then race on a fresh tail
+    append(
+        migrated, [event(L, "u", ledger_row(f"T{i}", version=2), lsn=1000 + i) for i in range(50)]
+    )
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            Runner(migrated, None, batch=7).run_once()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    states = by_name(migrated)
+    assert all(s["position"] == 350 for s in states.values())
+    assert states["ledger_entries.v1"]["rows"] == 300
+    rows = view_rows(migrated, LEDGER_ENTRIES)
+    assert sum(r["version"] == 2 for r in rows.values()) == 50
+
+
+def test_bo_ingest_and_project_cli(
+    migrated: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from bo import cli
+
+    monkeypatch.setenv("BO_DATABASE_URL", migrated.url.render_as_string(hide_password=False))
+    monkeypatch.delenv("BO_STATUS_MAP", raising=False)
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(sample()) + b"\n")
+    code = _run(monkeypatch, cli.app, ["bo", "ingest", str(source), "--json"])
+    out = orjson.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["projections"]["head"] == 4
+    assert out["projections"]["failed"] == []
+    code = _run(monkeypatch, cli.app, ["bo", "project", "--once", "--json"])
+    out = orjson.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {p["position"] for p in out["projections"]} == {4}
+    append(migrated, [event(L, "c", ledger_row("TX", version=2**70))])
+    code = _run(monkeypatch, cli.app, ["bo", "project", "--once"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "error at 5" in printed
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, app: Any, argv: list[str]) -> int:
+    from bo.output import run_app
+
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        run_app(app)
+    return int(exit_info.value.code or 0)
