@@ -111,6 +111,7 @@ export function timeInput(attrs, utcValue) {
 export function formatDuration(seconds) {
   const s = Number(seconds);
   if (!Number.isFinite(s)) return "unknown";
+  if (s > 0 && s < 0.1) return "under 0.1 s";
   if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;

@@ -43,7 +43,7 @@ export function freshness(data) {
     { class: `freshness freshness-${level}`, "data-freshness": level },
     h("span", { class: "dot", "aria-hidden": "true" }),
     h("strong", {}, step?.label ?? "Freshness unknown"),
-    known ? ` — data at most ${formatDuration(lag)} old` : "",
+    known ? (lag > 0 ? ` — answers may be up to ${formatDuration(lag)} old` : " — caught up with the log") : "",
     data?.synced_through ? [", synced through ", timeEl(data.synced_through)] : "",
     data?.log_position !== undefined && data?.log_position !== null
       ? `, log position ${data.log_position}`
@@ -91,24 +91,38 @@ export function fieldList(record, fields) {
   );
 }
 
-/** A table that scrolls sideways on narrow screens (keyboard-scrollable region). */
+/**
+ * A data table. Wide screens: a table that scrolls sideways inside its own keyboard-
+ * focusable region. Narrow screens (CSS): each row becomes a card of label/value lines,
+ * from the cells' data-label. Explicit ARIA roles keep the table semantics either way.
+ */
 export function table(caption, columns, rows, rowAttrs = () => ({})) {
-  const head = h("thead", {}, h("tr", {}, columns.map(([, label]) => h("th", { scope: "col" }, label))));
+  const head = h(
+    "thead",
+    { role: "rowgroup" },
+    h("tr", { role: "row" }, columns.map(([, label]) => h("th", { scope: "col", role: "columnheader" }, label))),
+  );
   const body = h(
     "tbody",
-    {},
+    { role: "rowgroup" },
     rows.map((row) =>
       h(
         "tr",
-        rowAttrs(row),
-        columns.map(([key, , kind]) => h("td", { "data-field": key }, valueNode(kind, row[key], row))),
+        { role: "row", ...rowAttrs(row) },
+        columns.map(([key, label, kind]) =>
+          h("td", { role: "cell", "data-field": key, "data-label": label }, valueNode(kind, row[key], row)),
+        ),
       ),
     ),
   );
+  return tableWrap(caption, head, body);
+}
+
+function tableWrap(caption, head, body) {
   return h(
     "div",
-    { class: "table-wrap", role: "region", "aria-label": caption, tabindex: "0" },
-    h("table", {}, h("caption", { class: "visually-hidden" }, caption), head, body),
+    { class: "table-wrap stack", role: "region", "aria-label": caption, tabindex: "0" },
+    h("table", { role: "table" }, h("caption", { class: "visually-hidden" }, caption), head, body),
   );
 }
 
@@ -311,50 +325,74 @@ export function projectionRows(body) {
 
 const STATE_KIND = { serving: "complete", building: "incomplete", standby: "unknown", failed: "conflict", retired: "unknown" };
 
-function shortHash(value) {
+function shortHash(value, { tail = false } = {}) {
   if (!value) return h("span", { class: "none" }, "—");
   const text = String(value);
-  return h("code", { title: text, class: "hash" }, text.length > 16 ? `${text.slice(0, 12)}…` : text);
+  // Fingerprints read "<projection>.v<N>.<hash>": the hash is the part that differs.
+  const shown = tail ? text.split(".").slice(-1)[0] : text;
+  return h("code", { title: text, class: "hash" }, shown.length > 16 ? `${shown.slice(0, 12)}…` : shown);
+}
+
+const PROJECTION_COLUMNS = [
+  ["version", "Version"],
+  ["state", "State"],
+  ["position", "Position"],
+  ["log_head", "Log head"],
+  ["lag", "Lag (events)"],
+  ["rows", "Rows"],
+  ["checksum", "Checksum"],
+  ["fingerprint", "Fingerprint"],
+  ["last_error", "Last error"],
+];
+
+function projectionCell(row, key) {
+  const state = String(row.state ?? "unknown");
+  switch (key) {
+    case "state":
+      return [
+        h("span", { class: `badge badge-${STATE_KIND[state] ?? "unknown"}` }, state),
+        row.stale === true ? [" ", flagBadge("STALE", "deleted")] : "",
+        row.state === "failed" && row.error_position ? ` at position ${row.error_position}` : "",
+      ];
+    case "checksum":
+      return shortHash(row.checksum);
+    case "fingerprint":
+      return shortHash(row.fingerprint, { tail: true });
+    case "last_error":
+      return row.last_error ? String(row.last_error) : "—";
+    default:
+      return row[key] === null || row[key] === undefined ? "—" : String(row[key]);
+  }
 }
 
 function projectionRow(row) {
-  const state = String(row.state ?? "unknown");
-  const stale = row.stale === true || state === "stale";
   return h(
     "tr",
-    { "data-projection": row.projection, "data-version": row.version },
-    h("th", { scope: "row" }, String(row.projection ?? "—")),
-    h("td", { "data-field": "version" }, String(row.version ?? "—")),
-    h(
-      "td",
-      { "data-field": "state" },
-      h("span", { class: `badge badge-${STATE_KIND[state] ?? "unknown"}` }, state),
-      stale && state !== "stale" ? [" ", flagBadge("STALE", "deleted")] : "",
+    { role: "row", "data-projection": row.projection, "data-version": row.version },
+    h("th", { scope: "row", role: "rowheader", "data-label": "Projection" }, String(row.projection ?? "—")),
+    PROJECTION_COLUMNS.map(([key, label]) =>
+      h(
+        "td",
+        { role: "cell", "data-field": key, "data-label": label, class: key === "last_error" && row.last_error ? "error-text" : null },
+        projectionCell(row, key),
+      ),
     ),
-    h("td", { "data-field": "position" }, String(row.position ?? "—")),
-    h("td", { "data-field": "log_head" }, String(row.log_head ?? "—")),
-    h("td", { "data-field": "lag" }, String(row.lag ?? "—")),
-    h("td", { "data-field": "rows" }, String(row.rows ?? "—")),
-    h("td", { "data-field": "checksum" }, shortHash(row.checksum)),
-    h("td", { "data-field": "fingerprint" }, shortHash(row.fingerprint)),
-    h("td", { "data-field": "last_error", class: row.last_error ? "error-text" : "" }, row.last_error ? String(row.last_error) : "—"),
   );
 }
 
 /** Projections view: versions, states, positions, lag, rows and checksums. */
 export function projectionsTable(rows) {
-  const columns = ["Projection", "Version", "State", "Position", "Log head", "Lag (events)", "Rows", "Checksum", "Fingerprint", "Last error"];
-  return h(
-    "div",
-    { class: "table-wrap", role: "region", "aria-label": "Projection versions", tabindex: "0" },
+  const head = h(
+    "thead",
+    { role: "rowgroup" },
     h(
-      "table",
-      {},
-      h("caption", { class: "visually-hidden" }, "Projection versions"),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, rows.map(projectionRow)),
+      "tr",
+      { role: "row" },
+      h("th", { scope: "col", role: "columnheader" }, "Projection"),
+      PROJECTION_COLUMNS.map(([, label]) => h("th", { scope: "col", role: "columnheader" }, label)),
     ),
   );
+  return tableWrap("Projection versions", head, h("tbody", { role: "rowgroup" }, rows.map(projectionRow)));
 }
 
 /** A plain-sentence error box (announced to screen readers). */
