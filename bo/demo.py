@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, column, desc, func, select, table
+from sqlalchemy import Engine, desc, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -31,27 +31,16 @@ from bo.wiring import Container
 from eventlog.errors import ConfigError, UsageError
 from eventlog.ingest import ingest_stream, read_lines
 from eventlog.migrate import upgrade
+from projections.ledger_entries import LEDGER_ENTRIES
+from projections.pairs import PAIRS
+from projections.tables import view_table
 
 SAMPLE = Path(__file__).resolve().parent / "sample" / "events.jsonl"
 TOKEN_TTL = 12 * 3600  # one working day: long enough for a demo session
 READ_ROLE, AUDIT_ROLE = "ADMIN_READ", "ADMIN_AUDIT"
 
-_pairs = table(
-    "payment_ledger_pairs",
-    column("payment_order_id"),
-    column("payment_tx_id"),
-    column("receive_tx_id"),
-    column("pairing_status"),
-    schema="bo",
-)
-_entries = table(
-    "ledger_entries",
-    column("tx_id"),
-    column("wallet_id"),
-    column("related_id"),
-    column("deleted"),
-    schema="bo",
-)
+_pairs = view_table(PAIRS)  # the stable views over the serving versions
+_entries = view_table(LEDGER_ENTRIES)
 
 
 @dataclass
