@@ -75,11 +75,11 @@ class JwksCache:
         self,
         url: str,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         fetch: Callable[[str], Mapping[str, Any]] | None = None,
     ) -> None:
         self.url = url
-        self._clock = clock
+        self._clock = clock or _monotonic
         self._fetch = fetch or _http_fetch
         self._keys: dict[str, _Key] = {}
         self._fetched_at: float | None = None
@@ -129,6 +129,10 @@ class JwksCache:
             return
         self._keys = keys
         self._fetched_at = self._attempted_at
+
+
+def _monotonic() -> float:
+    return time.monotonic()
 
 
 def _http_fetch(url: str) -> Mapping[str, Any]:
