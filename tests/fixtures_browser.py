@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Playwright, ViewportSize, sync_playwright
+from sqlalchemy import Engine, text
 
 from eventlog.store import EventLog, SourceRef, prepare
 
@@ -59,6 +61,9 @@ WALLET_ENTRIES = 12  # with 5 per page: pages of 5, 5 and 2
 PAIR_ORDER = "O-100"
 PAYMENT_TX = "T-100"
 RECEIVE_TX = "T-101"
+# A raw status that is markup: the page must show it as text, never run it.
+MARKUP_TX = "H-005"
+MARKUP_STATUS = '<img src=x onerror="window.__pwned=1"><b>DONE</b>'
 
 
 def _iso(at: datetime) -> str:
@@ -146,7 +151,7 @@ def sample_events() -> list[bytes]:
                     "amount": f"{n}.00",
                     "currency": "KRW",
                     "related_id": f"O-{200 + n}",
-                    "status": "DONE",
+                    "status": MARKUP_STATUS if n == 5 else "DONE",
                     "created_at": _iso(at),
                     "updated_at": _iso(at),
                     "version": 1,
@@ -246,10 +251,11 @@ class LiveServer:
 
 @dataclass
 class Site:
-    """The running console: its URL and a way to mint tokens for it."""
+    """The running console: its URL, its database and a way to mint tokens for it."""
 
     url: str
     settings: Any
+    engine: Engine
 
     def token(self, sub: str, *roles: str, ttl: int = 3600) -> str:
         from api.auth import dev_token
@@ -259,6 +265,23 @@ class Site:
     @property
     def console(self) -> str:
         return f"{self.url}/console/"
+
+
+@contextmanager
+def audit_store_down(site: Site) -> Iterator[None]:
+    """Make every audit write fail for real (a SQLite trigger), so /admin answers 503."""
+    with site.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TRIGGER console_test_audit_down BEFORE INSERT ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'audit store unavailable (test)'); END"
+            )
+        )
+    try:
+        yield
+    finally:
+        with site.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER console_test_audit_down"))
 
 
 def build_site_app(tmp: Path) -> tuple[FastAPI, Any]:
@@ -292,5 +315,5 @@ def console_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("console")
     app, container = build_site_app(tmp)
     with LiveServer(app) as live:
-        yield Site(url=live.url, settings=container.settings)
+        yield Site(url=live.url, settings=container.settings, engine=container.engine)
     container.close()

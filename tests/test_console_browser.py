@@ -17,6 +17,8 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 from tests.fixtures_browser import *  # noqa: F403
 from tests.fixtures_browser import (
     DESKTOP,
+    MARKUP_STATUS,
+    MARKUP_TX,
     PAIR_ORDER,
     PAYMENT_TX,
     PHONE,
@@ -24,6 +26,7 @@ from tests.fixtures_browser import (
     WALLET_ENTRIES,
     WALLET_ID,
     Site,
+    audit_store_down,
 )
 
 pytestmark = pytest.mark.browser
@@ -228,6 +231,62 @@ def test_unknown_and_invalid_ids_read_as_sentences(page: Page, console_site: Sit
         "“bad id!” is not a valid transaction id: use 1 to 128 letters, digits, dots, "
         "underscores, colons or hyphens."
     )
+
+
+def test_an_incomplete_pair_says_what_is_missing(page: Page, console_site: Site) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, "H-001", "tx")  # a PAYMENT leg of order O-201, which was never seen
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("INCOMPLETE")
+    expect(page.locator('.pair-side[data-side="RECEIVE"]')).to_have_text(
+        "RECEIVENo RECEIVE leg is known yet."
+    )
+    expect(page.get_by_text("No payment order with id “O-201” is known yet.")).to_be_visible()
+
+    page.get_by_role("link", name="O-201").first.click()
+    expect(page.get_by_role("heading", name="Payment order O-201")).to_be_focused()
+    expect(page.get_by_text("The order itself has not been seen yet")).to_be_visible()
+
+
+def test_markup_in_data_is_shown_as_text_and_never_runs(page: Page, console_site: Site) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, MARKUP_TX, "tx")
+    status = page.locator('[data-view="tx"] dd[data-field="status"]').first
+    expect(status).to_have_text(MARKUP_STATUS)
+    assert page.locator("#view img, #view b").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_a_reader_without_admin_read_gets_a_403_sentence(page: Page, console_site: Site) -> None:
+    sign_in(page, console_site, console_site.token("audrey", "ADMIN_AUDIT"))
+    search(page, PAYMENT_TX, "tx")
+    expect(page.get_by_role("alert")).to_have_text(
+        "Your roles (ADMIN_AUDIT) do not allow you to look up transactions. "
+        "It needs the ADMIN_READ role."
+    )
+
+
+def test_an_unavailable_audit_store_reads_as_503(page: Page, console_site: Site) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    with audit_store_down(console_site):
+        search(page, PAYMENT_TX, "tx")
+        expect(page.get_by_role("alert")).to_have_text(
+            "The service cannot answer right now (its database or audit log is unavailable), "
+            "so nothing was shown. Try again in a moment."
+        )
+        expect(page.locator('[data-field="tx_id"]')).to_have_count(0)
+    search(page, PAYMENT_TX, "tx")
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("COMPLETE")
+
+
+def test_the_session_ends_when_the_token_expires(page: Page, console_site: Site) -> None:
+    page.clock.install()
+    sign_in(page, console_site, console_site.token("erin", "ADMIN_READ", ttl=120))
+    page.clock.fast_forward("03:00")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#signin-message")).to_contain_text(
+        "Your session ended: the token expired at"
+    )
+    assert page.evaluate("() => sessionStorage.getItem('bo.console.token')") is None
 
 
 # ---------------------------------------------------------------- wallet
