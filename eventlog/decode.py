@@ -253,9 +253,18 @@ def to_change(parsed: Parsed) -> Change:
         row=row,
         source_ts=_source_ts(source),
         lsn=_lsn(source.get("lsn")),
-        source_tx=None if source.get("txId") is None else str(source.get("txId")),
-        snapshot=None if source.get("snapshot") is None else str(source.get("snapshot")),
+        source_tx=_text_or_none(source.get("txId")),
+        snapshot=_text_or_none(source.get("snapshot")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    """Source metadata as text; booleans as JSON spells them (``snapshot: true``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def decode_bytes(raw: bytes) -> Change:

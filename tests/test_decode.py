@@ -1,0 +1,410 @@
+"""Debezium decoding (SPEC §2.1-2.3): envelopes, column encodings, and hostile input.
+
+The ``ledger_*.json`` fixtures follow the create, update and delete examples of Debezium's
+PostgreSQL connector documentation (JsonConverter with schemas: ``schema`` + ``payload``,
+a ``source`` block with ``lsn``/``txId``/``ts_ms``, an update with ``before`` null under
+the default replica identity, a delete whose ``before`` holds only the key, followed by a
+tombstone), adapted to the ``ledger_entries`` table.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from eventlog.decode import decode_bytes, load_json, parse, to_change
+from eventlog.errors import DecodeError
+from eventlog.identity import event_id
+from eventlog.store import Prepared, Rejected, Tombstone, prepare
+from tests.fixtures_eventlog import (
+    connect_decimal,
+    envelope,
+    event,
+    fixture,
+    ledger_row,
+    order_row,
+    wrapped,
+)
+
+
+def change_of(raw: bytes) -> Any:
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared), outcome
+    return outcome.change
+
+
+def reason_of(raw: bytes) -> str:
+    outcome = prepare(raw)
+    assert isinstance(outcome, Rejected), outcome
+    return outcome.reason
+
+
+# ---------------------------------------------------------------- Debezium's own examples
+
+
+def test_documented_create_event_decodes() -> None:
+    change = change_of(fixture("ledger_create.json"))
+    assert change.table == "ledger_entries"
+    assert change.op == "c"
+    assert change.key == "T1001"
+    assert change.entity_key == "ledger_entries:T1001"
+    assert change.group_key == "pair:O77"
+    assert change.row["amount"] == "100.50"  # Connect Decimal bytes, scale 2
+    assert change.row["amount_signed"] == "-100.50"
+    assert change.row["created_at"] == "2026-01-01T00:00:00.000000Z"  # +09:00 → UTC
+    assert change.row["updated_at"] == "2026-01-01T00:00:00.000000Z"  # MicroTimestamp
+    assert change.row["version"] == 1
+    assert change.source_ts == "2026-01-01T00:00:00.863000Z"
+    assert change.lsn == 24023128
+    assert change.source_tx == "555"
+    assert change.snapshot == "false"
+
+
+def test_documented_create_event_is_redacted_before_storage() -> None:
+    outcome = prepare(fixture("ledger_create.json"))
+    assert isinstance(outcome, Prepared)
+    assert outcome.redacted_paths == ["after.password"]
+    assert b"hunter2" not in outcome.payload
+    stored = orjson.loads(outcome.payload)
+    assert stored["payload"]["after"]["password"] == "[REDACTED]"
+    assert stored["schema"] == json.loads(fixture("ledger_create.json"))["schema"]
+
+
+def test_documented_update_event_uses_after() -> None:
+    change = change_of(fixture("ledger_update.json"))
+    assert (change.op, change.key, change.row["status"], change.row["version"]) == (
+        "u",
+        "T1001",
+        "REVERSED",
+        2,
+    )
+    assert change.row["updated_at"] == "2026-01-01T00:01:00.000000Z"
+    assert change.lsn == 24023192
+
+
+def test_documented_delete_takes_its_key_from_before() -> None:
+    change = change_of(fixture("ledger_delete.json"))
+    assert change.op == "d"
+    assert change.key == "T1001"
+    assert change.row["amount"] is None  # default replica identity: only the key
+    assert change.source_ts == "2026-01-01T00:01:42.461000Z"
+
+
+def test_documented_tombstone_after_delete_is_counted_not_stored() -> None:
+    assert isinstance(prepare(fixture("ledger_delete_tombstone.json").strip()), Tombstone)
+    assert isinstance(prepare(None), Tombstone)
+
+
+def test_schema_wrapped_tombstone_payload_is_a_tombstone() -> None:
+    assert isinstance(prepare(b'{"schema": null, "payload": null}'), Tombstone)
+
+
+def test_bare_and_wrapped_envelopes_decode_to_the_same_row() -> None:
+    bare = change_of(event(after=ledger_row()))
+    payload = envelope(after=ledger_row())
+    wrapped_change = change_of(wrapped(payload, {}))
+    assert bare == wrapped_change
+
+
+def test_stored_bytes_are_the_received_bytes_when_nothing_is_redacted() -> None:
+    raw = (
+        b'{"op": "c",  "after": {"tx_id": "T9", "amount": "1.0"},'
+        b' "source": {"table": "ledger_entries"}}'
+    )
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert outcome.payload == raw
+    assert outcome.redacted_paths == []
+
+
+def test_snapshot_read_op_r_is_a_change() -> None:
+    change = change_of(event(op="r", after=ledger_row()))
+    assert change.op == "r"
+
+
+def test_snapshot_flag_boolean_is_text() -> None:
+    doc = envelope(after=ledger_row())
+    doc["source"]["snapshot"] = True
+    assert change_of(orjson.dumps(doc)).snapshot == "true"
+
+
+def test_decode_bytes_round_trips_stored_payload() -> None:
+    outcome = prepare(fixture("ledger_create.json"))
+    assert isinstance(outcome, Prepared)
+    assert decode_bytes(outcome.payload) == outcome.change
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def ts_of(value: Any, schema_name: str | None = None) -> str:
+    row = ledger_row(created_at=value)
+    if schema_name is None:
+        return change_of(event(after=row)).row["created_at"]
+    raw = wrapped(envelope(after=row), {"created_at": {"name": schema_name, "type": "int64"}})
+    return change_of(raw).row["created_at"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-01T09:30:00+09:00", "2026-01-01T00:30:00.000000Z"),  # ZonedTimestamp
+        ("2026-01-01T00:30:00Z", "2026-01-01T00:30:00.000000Z"),
+        ("2026-01-01T00:30:00.5-01:00", "2026-01-01T01:30:00.500000Z"),
+        ("2026-01-01T00:30:00", "2026-01-01T00:30:00.000000Z"),  # no offset → UTC
+        ("2026-01-01 00:30:00.123456", "2026-01-01T00:30:00.123456Z"),
+        ("2026-01-01T00:30:00.123456789Z", "2026-01-01T00:30:00.123456Z"),  # ns truncated
+        ("2026-01-01T00:30:00.123456789+02:00", "2025-12-31T22:30:00.123456Z"),
+        ("2026-01-01T00:30:00.000001Z", "2026-01-01T00:30:00.000001Z"),  # canonical as is
+    ],
+)
+def test_iso_timestamps_with_and_without_offset(text: str, expected: str) -> None:
+    assert ts_of(text) == expected
+
+
+def test_integer_without_schema_is_epoch_microseconds() -> None:
+    assert ts_of(1_767_225_600_123_456) == "2026-01-01T00:00:00.123456Z"
+
+
+@pytest.mark.parametrize(
+    ("value", "name", "expected"),
+    [
+        (1_767_225_600_123_456, "io.debezium.time.MicroTimestamp", "2026-01-01T00:00:00.123456Z"),
+        (1_767_225_600_123, "io.debezium.time.Timestamp", "2026-01-01T00:00:00.123000Z"),
+        (
+            1_767_225_600_123_456_789,
+            "io.debezium.time.NanoTimestamp",
+            "2026-01-01T00:00:00.123456Z",
+        ),
+        (-1_000_000, "io.debezium.time.MicroTimestamp", "1969-12-31T23:59:59.000000Z"),
+    ],
+)
+def test_integer_timestamps_by_schema_name(value: int, name: str, expected: str) -> None:
+    assert ts_of(value, name) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["yesterday", "2026-13-01T00:00:00Z", "2026-01-01T25:00:00Z", "", True, {"a": 1}, 1.5],
+)
+def test_undecodable_timestamp_is_a_reason(bad: Any) -> None:
+    reason = reason_of(event(after=ledger_row(created_at=bad)))
+    assert reason.startswith("undecodable timestamp created_at")
+
+
+def test_timestamp_out_of_range_is_a_reason() -> None:
+    assert "out of range" in reason_of(event(after=ledger_row(created_at=10**30)))
+
+
+def test_source_ts_ms_missing_leaves_commit_time_empty() -> None:
+    doc = envelope(after=ledger_row())
+    del doc["source"]["ts_ms"]
+    assert change_of(orjson.dumps(doc)).source_ts is None
+
+
+def test_source_ts_ms_as_digit_string_is_accepted() -> None:
+    doc = envelope(after=ledger_row())
+    doc["source"]["ts_ms"] = "1767225600000"
+    assert change_of(orjson.dumps(doc)).source_ts == "2026-01-01T00:00:00.000000Z"
+
+
+def test_source_ts_ms_garbage_is_a_reason() -> None:
+    doc = envelope(after=ledger_row())
+    doc["source"]["ts_ms"] = "soon"
+    assert reason_of(orjson.dumps(doc)).startswith("undecodable timestamp source.ts_ms")
+
+
+# ---------------------------------------------------------------- decimals
+
+
+def amount_of(raw_amount_json: str) -> str:
+    raw = (
+        b'{"op":"c","source":{"table":"ledger_entries","ts_ms":1,"lsn":1},'
+        b'"after":{"tx_id":"T1","amount":' + raw_amount_json.encode() + b"}}"
+    )
+    return change_of(raw).row["amount"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('"100.50"', "100.50"),  # decimal.handling.mode=string keeps the scale
+        ('"-0.00"', "0.00"),  # no negative zero
+        ('"  7.5 "', "7.5"),
+        ('"1E+3"', "1000"),
+        ('"007.10"', "7.10"),
+        ("12345678901234567.89", "12345678901234567.89"),  # JSON number, never via float
+        ("0.10000", "0.10000"),  # trailing zeros kept
+        ("0.1", "0.1"),
+        ("100", "100"),
+        ("123456789012345678901234567890", "123456789012345678901234567890"),  # > 64 bits
+        ("-5.5e-3", "-0.0055"),
+    ],
+)
+def test_decimal_as_string_or_json_number(text: str, expected: str) -> None:
+    assert amount_of(text) == expected
+
+
+def test_json_number_amount_is_exact_not_float() -> None:
+    # float("12345678901234567.89") would print 1.2345678901234568e+16
+    assert amount_of("12345678901234567.89") != str(float("12345678901234567.89"))
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "expected"),
+    [("100.50", 2, "100.50"), ("-100.50", 2, "-100.50"), ("0.001", 3, "0.001"), ("5", 0, "5")],
+)
+def test_connect_decimal_base64_with_scale(value: str, scale: int, expected: str) -> None:
+    schema = {
+        "amount": {
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "parameters": {"scale": str(scale)},
+        }
+    }
+    raw = wrapped(envelope(after=ledger_row(amount=connect_decimal(value))), schema)
+    assert change_of(raw).row["amount"] == expected
+
+
+def test_variable_scale_decimal() -> None:
+    schema = {"amount": {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"}}
+    amount = {"scale": 3, "value": connect_decimal("12.345")}
+    raw = wrapped(envelope(after=ledger_row(amount=amount)), schema)
+    assert change_of(raw).row["amount"] == "12.345"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['"abc"', '"1_000"', '"1,000.00"', '"NaN"', '"Infinity"', "true", "[1]", '"1e999"', '"٣"'],
+)
+def test_undecodable_amount_is_a_reason(bad: str) -> None:
+    raw = (
+        b'{"op":"c","source":{"table":"ledger_entries"},"after":{"tx_id":"T1","amount":'
+        + bad.encode()
+        + b"}}"
+    )
+    assert reason_of(raw).startswith("undecodable amount")
+
+
+def test_bad_connect_decimal_bytes_is_a_reason() -> None:
+    schema = {"amount": {"name": "org.apache.kafka.connect.data.Decimal", "parameters": {}}}
+    raw = wrapped(envelope(after=ledger_row(amount="!!not base64")), schema)
+    assert reason_of(raw).startswith("undecodable amount")
+
+
+# ---------------------------------------------------------------- ids and other columns
+
+
+def test_integer_ids_become_strings() -> None:
+    change = change_of(event(after=ledger_row(tx_id=42, wallet_id=7, related_id=9)))
+    assert (change.key, change.row["tx_id"], change.row["wallet_id"]) == ("42", "42", "7")
+    assert change.group_key == "pair:9"
+
+
+def test_big_integer_id_keeps_every_digit() -> None:
+    big = 2**80 + 1
+    raw = b'{"op":"c","source":{"table":"payment_orders"},"after":{"order_id":%d}}' % big
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert outcome.change.key == str(big)
+    assert len(outcome.event_id) == 64
+
+
+def test_version_as_digit_string_is_an_integer() -> None:
+    assert change_of(event(after=ledger_row(version="12"))).row["version"] == 12
+
+
+def test_unknown_columns_stay_in_the_bytes_only() -> None:
+    outcome = prepare(event(after=ledger_row(memo="hello", nested={"a": [1, 2]})))
+    assert isinstance(outcome, Prepared)
+    assert "memo" not in outcome.change.row
+    assert b'"memo":"hello"' in outcome.payload
+
+
+def test_debezium_unavailable_value_is_null() -> None:
+    change = change_of(event(after=ledger_row(status="__debezium_unavailable_value")))
+    assert change.row["status"] is None
+
+
+def test_payment_order_row_decodes() -> None:
+    row = order_row(settled_at=1_767_225_600_000_000, amount=12.5)
+    change = change_of(event("payment_orders", after=row))
+    assert change.row["settled_at"] == "2026-01-01T00:00:00.000000Z"
+    assert change.row["amount"] == "12.5"
+    assert change.group_key == "pair:O1"
+
+
+def test_text_column_holding_an_object_is_a_reason() -> None:
+    assert reason_of(event(after=ledger_row(status={"x": 1}))) == (
+        "undecodable status: expected a string, got dict"
+    )
+
+
+# ---------------------------------------------------------------- hostile JSON
+
+
+def test_nan_and_infinity_are_not_json() -> None:
+    assert reason_of(b'{"op":"c","x":NaN}').startswith("not JSON")
+    assert reason_of(b'{"op":"c","x":-Infinity}').startswith("not JSON")
+
+
+def test_duplicate_keys_keep_the_last_value_and_cannot_smuggle_a_credential() -> None:
+    raw = (
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","password":"hunter2","password":"[REDACTED]"}}'
+    )
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert b"hunter2" not in outcome.payload
+
+
+def test_very_deep_nesting_is_a_reason_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert reason_of(deep).startswith("not JSON")
+    nested = b'{"op":"c","source":{"table":"ledger_entries"},"after":{"tx_id":"T1","j":'
+    nested += b'{"a":' * 500 + b"1" + b"}" * 500 + b"}}"
+    assert "nested" in reason_of(nested)
+
+
+def test_invalid_utf8_and_lone_surrogates_are_reasons() -> None:
+    assert reason_of(b'{"op":"c","x":"\xff"}').startswith("not JSON")
+    raw = b'{"op":"c","source":{"table":"ledger_entries"},"after":{"tx_id":"T1","m":"\\ud800"}}'
+    assert reason_of(raw).startswith("not JSON")
+
+
+def test_keys_with_odd_characters_decode() -> None:
+    row = ledger_row(**{"we\u0131rd key": 1, "a.b": {"c": 2}, "": 3, "\n": 4})
+    change = change_of(event(after=row))
+    assert change.key == "T1"
+
+
+def test_load_json_keeps_big_and_exact_numbers() -> None:
+    assert load_json(b'{"a": 1.10, "b": 18446744073709551616}') == {
+        "a": Decimal("1.10"),
+        "b": 2**64,
+    }
+    assert load_json(b'{"a": 1, "b": [2, {"c": 3}]}') == {"a": 1, "b": [2, {"c": 3}]}
+
+
+def test_event_id_ignores_connector_time_and_sees_content() -> None:
+    def eid(raw: bytes) -> str:
+        parsed = parse(raw)
+        assert parsed is not None
+        return event_id(parsed, to_change(parsed))
+
+    base = eid(event(after=ledger_row(), top_ts_ms=1))
+    assert eid(event(after=ledger_row(), top_ts_ms=999)) == base
+    assert eid(event(after=ledger_row(amount="100.51"))) != base
+    assert eid(event(after=ledger_row(), lsn=101)) != base
+    assert eid(event(after=ledger_row(), tx=6)) != base
+    assert eid(event(after=ledger_row(), ts_ms=1)) != base
+    assert eid(event(op="u", after=ledger_row())) != base
+
+
+def test_parse_rejects_oversized_before_parsing() -> None:
+    with pytest.raises(DecodeError, match="over 1 MiB"):
+        parse(b" " * (1024 * 1024 + 1))

@@ -1,0 +1,271 @@
+"""Credentials never land (SPEC §2.5): not in the log, dead letters, database file, or logs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from loguru import logger
+from sqlalchemy import Engine, select
+
+from eventlog.redact import REDACTED, is_credential_key, redact_text, redact_tree
+from eventlog.schema import dead_letters, events
+from eventlog.store import EventLog, Prepared, Rejected, prepare
+from tests.fixtures_eventlog import envelope, ledger_row
+
+# ---------------------------------------------------------------- the key rule
+
+CREDENTIAL_KEYS = [
+    "password",
+    "Password",
+    "PASSWORD",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refreshToken",
+    "api_key",
+    "api-key",
+    "apiKey",
+    "APIKEY",
+    "X_Api_Key",
+    "x-api-key",
+    "credential",
+    "credentials",
+    "private_key",
+    "privateKey",
+    "pin",
+    "PIN",
+    "pin_code",
+    "cvv",
+    "CVV",
+    "cvv2",
+    "cvc",
+    "card_number",
+    "cardNumber",
+    "Card-Number",
+    "pan",
+    "PAN",
+    "authorization",
+    "Authorization",
+    "cookie",
+    "Set-Cookie",
+    "session",
+    "session_id",
+    "api.key",
+    "api key",
+]
+SAFE_KEYS = [
+    "tx_id",
+    "wallet_id",
+    "amount",
+    "status",
+    "company",
+    "spinner",
+    "panel",
+    "currency",
+    "created_at",
+    "memo",
+    "type",
+    "related_id",
+    "version",
+    "expand",
+    "japan",
+]
+
+
+@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
+def test_credential_keys_are_recognised(key: str) -> None:
+    assert is_credential_key(key)
+
+
+@pytest.mark.parametrize("key", SAFE_KEYS)
+def test_ordinary_columns_are_not_credentials(key: str) -> None:
+    assert not is_credential_key(key)
+
+
+def test_redact_tree_records_paths_in_nested_objects_and_arrays() -> None:
+    doc: dict[str, Any] = {
+        "after": {
+            "tx_id": "T1",
+            "Password": "a",
+            "profile": {"api-key": {"nested": "b"}, "list": [{"CVV": "c"}, "ok"]},
+            "odd.key": {"token": "d"},
+        }
+    }
+    found: list[str] = []
+    assert redact_tree(doc, "", found)
+    assert doc["after"]["Password"] == REDACTED
+    assert doc["after"]["profile"]["api-key"] == REDACTED
+    assert doc["after"]["profile"]["list"][0]["CVV"] == REDACTED
+    assert sorted(found) == sorted(
+        [
+            "after.Password",
+            "after.profile.api-key",
+            "after.profile.list[0].CVV",
+            'after["odd.key"].token',
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"after": {"password": "hunter2", "x": ',  # truncated JSON
+        b'{"after": {"password": "hunter2',  # cut inside the value
+        b"password=hunter2&user=bob",
+        b"{'api_key': 'hunter2'}",
+        b'{"token": {"deep": ["hunter2", {"more": "hunter2"}]}, broken',
+        b'\xff\xfe{"cvv": "hunter2"',  # not UTF-8
+        b'{"a":1,"__password":"hunter2"',
+        b'"pin": hunter2, "x": 1',
+    ],
+)
+def test_text_that_is_not_json_is_redacted_textually(text: bytes) -> None:
+    out = redact_text(text)
+    assert b"hunter2" not in out
+    assert REDACTED.encode() in out
+
+
+def test_text_without_credentials_is_unchanged() -> None:
+    text = b'{"after": {"tx_id": "T1", "memo": "a:b=c"'
+    assert redact_text(text) is text
+
+
+# ---------------------------------------------------------------- property: nowhere at all
+
+_counter = itertools.count()
+_safe_key = st.sampled_from(["memo", "profile", "items", "meta", "detail", "note", "extra"])
+_credential_key = st.sampled_from(CREDENTIAL_KEYS)
+
+
+@st.composite
+def secret(draw: st.DrawFn) -> str:
+    return f"zq{next(_counter)}x{draw(st.integers(10_000, 99_999))}sekrit"
+
+
+@st.composite
+def credential_value(draw: st.DrawFn) -> Any:
+    kind = draw(st.sampled_from(["text", "list", "object"]))
+    if kind == "text":
+        return draw(secret())
+    if kind == "list":
+        return [draw(secret()), draw(secret())]
+    return {"inner": draw(secret())}
+
+
+def _paths(tree: Any, prefix: str) -> list[str]:
+    """Where credential keys sit (not below another credential key)."""
+    out: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            here = f"{prefix}.{key}" if key.replace("-", "").replace("_", "").isalnum() else None
+            if here is None:  # odd keys ("api.key", "api key") are quoted in paths
+                here = f'{prefix}["{key}"]'
+            if is_credential_key(key):
+                out.append(here)
+            else:
+                out += _paths(value, here)
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            out += _paths(item, f"{prefix}[{index}]")
+    return out
+
+
+def _secrets(tree: Any) -> list[str]:
+    if isinstance(tree, dict):
+        return [s for v in tree.values() for s in _secrets(v)]
+    if isinstance(tree, list):
+        return [s for v in tree for s in _secrets(v)]
+    return [tree] if isinstance(tree, str) and tree.endswith("sekrit") else []
+
+
+nested_rows = st.recursive(
+    st.dictionaries(_credential_key, credential_value(), min_size=1, max_size=2),
+    lambda children: st.one_of(
+        st.dictionaries(_safe_key, children, min_size=1, max_size=3),
+        st.lists(children, min_size=1, max_size=2).map(lambda items: {"items": items}),
+        st.dictionaries(_credential_key, credential_value(), min_size=1, max_size=2),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="TRACE", serialize=True)
+    yield lines
+    logger.remove(sink)
+
+
+def _database_bytes(engine: Engine) -> bytes:
+    """Everything the log and dead-letter tables hold, plus the SQLite files themselves."""
+    blob = bytearray()
+    with engine.connect() as conn:
+        for table in (events, dead_letters):
+            for row in conn.execute(select(table)):
+                for value in row:
+                    blob += (
+                        bytes(value)
+                        if isinstance(value, bytes | memoryview)
+                        else str(value).encode()
+                    )
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database:
+        for suffix in ("", "-wal", "-journal"):
+            path = Path(database + suffix)
+            if path.exists():
+                blob += path.read_bytes()
+    return bytes(blob)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(tree=nested_rows)
+def test_no_credential_value_survives_anywhere(
+    migrated: Engine, captured_logs: list[str], tree: dict[str, Any]
+) -> None:
+    secrets = _secrets(tree)
+    assert secrets
+    n = next(_counter)
+    row = ledger_row(f"T{n}", **tree)
+    good = orjson.dumps(envelope(after=row, lsn=n))
+    bad_amount = orjson.dumps(envelope(after=dict(row, amount="nope"), lsn=n))
+    truncated = good[: len(good) - 3]  # not JSON any more
+    not_object = orjson.dumps([envelope(after=row, lsn=n)])
+
+    outcomes = [prepare(raw) for raw in (good, bad_amount, truncated, not_object)]
+    appended = EventLog(migrated).append(outcomes)
+    assert (appended.appended, appended.dead_letter) == (1, 3)
+
+    stored = outcomes[0]
+    assert isinstance(stored, Prepared)
+    assert sorted(stored.redacted_paths) == sorted(_paths(row, "after"))
+    assert all(isinstance(o, Rejected) for o in outcomes[1:])
+
+    everything = _database_bytes(migrated)
+    logs = "\n".join(captured_logs)
+    for value in secrets:
+        assert value.encode() not in everything, value
+        assert value not in logs, value
+
+
+def test_redacted_paths_are_stored_with_the_event(migrated: Engine) -> None:
+    raw = orjson.dumps(envelope(after=ledger_row(password="pw", profile={"apiKey": "k"})))
+    EventLog(migrated).append([prepare(raw)])
+    with migrated.connect() as conn:
+        stored = conn.execute(select(events.c.redacted_paths, events.c.payload)).one()
+    assert orjson.loads(stored.redacted_paths) == ["after.password", "after.profile.apiKey"]
+    assert b'"pw"' not in bytes(stored.payload)
