@@ -96,6 +96,7 @@ class ConsumerConfig:
     backoff_max: float = 5.0
     heartbeat_every: float = 1.0
     commit_timeout_ms: int = 5000
+    check_crcs: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +346,8 @@ class SyncConsumer:
                 session_timeout_ms=cfg.session_timeout_ms,
                 heartbeat_interval_ms=cfg.heartbeat_interval_ms,
                 metadata_max_age_ms=cfg.metadata_max_age_ms,
+                allow_auto_create_topics=False,
+                check_crcs=cfg.check_crcs,  # topics are provisioned, never guessed
                 reconnect_backoff_max_ms=int(cfg.backoff_max * 1000),
             )
             consumer.subscribe(self.settings.topics, listener=_Listener(self))
