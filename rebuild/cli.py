@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException as TyperClickException
 
 from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
 from bo.wiring import Container, bootstrap
@@ -42,6 +43,12 @@ def _container() -> Container:
     return c
 
 
+def _within(option: str, value: int, low: int, high: int) -> None:
+    # checked here rather than with typer's min/max, whose error escapes run_app's mapping
+    if not low <= value <= high:
+        raise UsageError(f"{option} must be between {low} and {high}, got {value}")
+
+
 def _projection(name: str | None) -> str:
     if not name:
         raise UsageError(f"--projection is required ({', '.join(registry.NAMES)})")
@@ -58,7 +65,7 @@ def main_command(
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Build as standby; do not change what serves.")
     ] = False,
-    batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="Events per batch.")] = BATCH,
+    batch: Annotated[int, typer.Option(help="Events per batch (1 to 1,000,000).")] = BATCH,
     as_json: JsonOpt = False,
 ) -> int:
     """Build a projection version from position 1 and swap it in atomically."""
@@ -67,6 +74,7 @@ def main_command(
             raise UsageError("put options after the subcommand (e.g. rebuild diff --projection P)")
         return EXIT_OK
     name = _projection(projection)
+    _within("--batch", batch, 1, 1_000_000)
     c = _container()
     head = c.log.head()
     reporter = Reporter(f"rebuild {name}", head, enabled=True)
@@ -146,11 +154,12 @@ def diff_command(
     projection: ProjectionOpt = None,
     version_from: Annotated[int | None, typer.Option("--from", help="Version A.")] = None,
     version_to: Annotated[int | None, typer.Option("--to", help="Version B.")] = None,
-    limit: Annotated[int, typer.Option(min=0, max=100_000, help="Differences to list.")] = 20,
+    limit: Annotated[int, typer.Option(help="Differences to list (0 to 100,000).")] = 20,
     as_json: JsonOpt = False,
 ) -> int:
     """Rows only in A, only in B, changed rows field by field; exit 1 when they differ."""
     name = _projection(projection)
+    _within("--limit", limit, 0, 100_000)
     if version_from is None or version_to is None:
         raise UsageError("--from and --to are required")
     c = _container()
@@ -180,11 +189,12 @@ def _diff_text(d: dict[str, Any]) -> str:
 @app.command("verify")
 def verify_command(
     projection: ProjectionOpt = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Differing keys to name.")] = 5,
+    limit: Annotated[int, typer.Option(help="Differing keys to name (1 to 1000).")] = 5,
     as_json: JsonOpt = False,
 ) -> int:
     """Replay serving versions into scratch tables and compare; exit 1 on drift."""
     names = [_projection(projection)] if projection else list(registry.NAMES)
+    _within("--limit", limit, 1, 1000)
     c = _container()
     results = [verify(c.engine, c.settings, name, limit=limit) for name in names]
     ok = all(r["ok"] for r in results)
@@ -276,8 +286,20 @@ def _golden_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def guarded(*, standalone_mode: bool = False) -> Any:
+    """``app``, with typer's own (vendored click) usage errors turned into :class:`UsageError`.
+
+    bo.output.run_app maps ``click.exceptions``; typer 0.29 raises ``typer._click`` ones,
+    which would otherwise escape as a traceback.
+    """
+    try:
+        return app(standalone_mode=standalone_mode)
+    except TyperClickException as exc:
+        raise UsageError(exc.format_message()) from exc
+
+
 def main() -> None:
-    run_app(app)
+    run_app(guarded)
 
 
 if __name__ == "__main__":
