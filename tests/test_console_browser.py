@@ -178,6 +178,28 @@ def test_looking_up_a_complete_pair_shows_both_legs(
     expect(page.get_by_role("heading", name=f"Transaction {RECEIVE_TX}")).to_be_focused()
 
 
+def test_replaying_a_transaction_as_of_an_earlier_log_position(
+    page: Page, console_site: Site
+) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, PAYMENT_TX, "tx")
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("COMPLETE")
+    # Positions: 1 the order, 2 the PAYMENT leg, 3 the RECEIVE leg.
+    page.get_by_text("Replay as the back office knew it earlier").click()
+    page.get_by_label("or at log position").fill("2")
+    page.get_by_role("button", name="Replay").click()
+    expect(page.get_by_role("status").filter(has_text="Historical view")).to_contain_text(
+        "log position 2"
+    )
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("INCOMPLETE")
+    expect(page.locator('.pair-side[data-side="RECEIVE"]')).to_contain_text("No RECEIVE leg")
+    assert page.url.endswith(f"#/tx/{PAYMENT_TX}?as_of_position=2")
+
+    page.get_by_role("link", name="Back to the current state").click()
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("COMPLETE")
+    expect(page.get_by_text("Historical view")).to_have_count(0)
+
+
 def test_order_view_lists_all_legs(page: Page, console_site: Site, artifacts_dir: Path) -> None:
     sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, PAIR_ORDER, "order")

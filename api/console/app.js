@@ -171,8 +171,8 @@ async function route({ focus = true } = {}) {
   const { parts, params } = parseHash();
   const [view, id] = parts;
   const views = {
-    tx: () => showTransaction(id, seq),
-    order: () => showOrder(id, seq),
+    tx: () => showTransaction(id, params, seq),
+    order: () => showOrder(id, params, seq),
     wallet: () => showWallet(id, params, seq),
     audit: () => showAudit(params, seq),
     projections: () => showProjections(seq),
@@ -241,38 +241,102 @@ async function showHome(seq) {
   }
 }
 
-async function showTransaction(id, seq) {
+/** The as_of / as_of_position query of a lookup, from the hash (only one of them). */
+function asOfParams(params) {
+  if (params.get("as_of")) return { as_of: params.get("as_of") };
+  if (params.get("as_of_position")) return { as_of_position: params.get("as_of_position") };
+  return {};
+}
+
+/**
+ * "Replay as of": look at a transaction or order as the back office knew it at a
+ * time (events ingested by then) or at a log position — the API replays the log.
+ */
+function asOfForm(base, params) {
+  const at = timeInput({ id: "asof-at", name: "as_of" }, params.get("as_of"));
+  const position = h("input", {
+    id: "asof-position",
+    name: "as_of_position",
+    type: "number",
+    min: "1",
+    step: "1",
+    inputmode: "numeric",
+    value: params.get("as_of_position") ?? "",
+  });
+  const formMessage = h("div", { class: "form-message" });
+  const historical = Boolean(params.get("as_of") || params.get("as_of_position"));
+  const form = h(
+    "form",
+    { class: "filters", "aria-label": "Replay as of", novalidate: true },
+    h("div", { class: "field" }, h("label", { for: at.id }, "Known at ", h("span", { class: "hint" }, "(", zoneHint(), ")")), at),
+    field("or at log position", position),
+    h("button", { type: "submit" }, "Replay"),
+    historical ? h("a", { href: base, class: "button-link" }, "Back to the current state") : "",
+    formMessage,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const when = fromInputValue(at.value);
+    const pos = position.value.trim();
+    if (at.value && !when) return replace(formMessage, errorBox("The “Known at” time is not a valid date and time."));
+    if (when && pos) return replace(formMessage, errorBox("Give a time or a log position, not both."));
+    if (pos && !/^[1-9][0-9]*$/.test(pos)) return replace(formMessage, errorBox("A log position is a whole number from 1."));
+    go(hashWith(base, { as_of: when, as_of_position: pos }));
+  });
+  return h(
+    "details",
+    { class: "card asof", open: historical },
+    h("summary", {}, "Replay as the back office knew it earlier"),
+    h("p", { class: "hint" }, "Rebuilt from the event log: only events ingested by that time (or up to that position) count."),
+    form,
+  );
+}
+
+function historicalNote(data) {
+  return infoBox(["Historical view: this is what the back office knew at ", timeEl(data.as_of), ` (log position ${data.log_position}).`]);
+}
+
+async function showTransaction(id, params, seq) {
   const context = { what: "transaction", id, roles: state.roles, action: "look up transactions", needs: "ADMIN_READ" };
+  const asOf = asOfParams(params);
+  const base = `#/tx/${enc(id)}`;
   loading(seq, `transaction ${id}`);
   let tx;
   try {
-    tx = takePrefetched() ?? (await call(`/admin/tx/${enc(id)}`));
+    tx = takePrefetched() ?? (await call(`/admin/tx/${enc(id)}`, asOf));
   } catch (error) {
     if (error instanceof SignedOut) throw error;
-    render(seq, heading(`Transaction ${id}`), errorBox(describeError(error, context)));
+    render(seq, heading(`Transaction ${id}`), errorBox(describeError(error, context)), asOfForm(base, params));
     return;
   }
   let orderLookup = null;
   if (tx.related_id) {
     try {
-      orderLookup = await call(`/admin/payment-orders/${enc(tx.related_id)}`);
+      orderLookup = await call(`/admin/payment-orders/${enc(tx.related_id)}`, asOf);
     } catch (error) {
       if (error instanceof SignedOut) throw error;
       // The entry itself is shown; the pair falls back to this one leg.
     }
   }
-  render(seq, transactionView(tx, orderLookup));
+  const view = transactionView(tx, orderLookup);
+  if (tx.as_of) view.insertBefore(historicalNote(tx), view.children[1]);
+  view.append(asOfForm(base, params));
+  render(seq, view);
 }
 
-async function showOrder(id, seq) {
+async function showOrder(id, params, seq) {
   const context = { what: "payment order", id, roles: state.roles, action: "look up payment orders", needs: "ADMIN_READ" };
+  const base = `#/order/${enc(id)}`;
   loading(seq, `payment order ${id}`);
   try {
-    const data = takePrefetched() ?? (await call(`/admin/payment-orders/${enc(id)}`));
-    render(seq, orderView(data));
+    const data = takePrefetched() ?? (await call(`/admin/payment-orders/${enc(id)}`, asOfParams(params)));
+    const view = orderView(data);
+    if (data.as_of) view.insertBefore(historicalNote(data), view.children[1]);
+    view.append(asOfForm(base, params));
+    render(seq, view);
   } catch (error) {
     if (error instanceof SignedOut) throw error;
-    render(seq, heading(`Payment order ${id}`), errorBox(describeError(error, context)));
+    render(seq, heading(`Payment order ${id}`), errorBox(describeError(error, context)), asOfForm(base, params));
   }
 }
 
@@ -281,7 +345,7 @@ async function showOrder(id, seq) {
  * cursors of the pages already seen are kept on a stack: page i was fetched with
  * stack[i] (null for the first page).
  */
-function pagedList({ label, fetchPage, renderItems, emptyText, errorContext }) {
+function pagedList({ label, fetchPage, renderItems, emptyText, errorContext, onError = () => false }) {
   const stack = [null];
   let index = 0;
   const results = h("div", { class: "results" });
@@ -300,6 +364,7 @@ function pagedList({ label, fetchPage, renderItems, emptyText, errorContext }) {
       data = await call(fetchPage.path, { ...fetchPage.params, cursor: stack[index] });
     } catch (error) {
       if (error instanceof SignedOut || seq !== state.renderSeq) return;
+      if (onError(error)) return;
       replace(results, errorBox(describeError(error, errorContext)));
       status.textContent = "";
       prev.disabled = index === 0;
@@ -475,6 +540,19 @@ async function showAudit(params, seq) {
     renderItems: (items) => table("Audit records, newest first", AUDIT_COLUMNS, auditRows(items)),
     emptyText: (index) => (index === 0 ? "No audit records match these filters." : "No more records."),
     errorContext: { what: "audit log", roles: state.roles, action: "view the audit log", needs: "ADMIN_AUDIT" },
+    // Without the role, filters and pages are of no use: show the sentence alone.
+    onError: (error) =>
+      error instanceof ApiError &&
+      error.status === 403 &&
+      render(
+        seq,
+        h(
+          "div",
+          { class: "view-body", "data-view": "audit" },
+          heading("Audit log"),
+          errorBox(describeError(error, { what: "audit log", roles: state.roles, action: "view the audit log", needs: "ADMIN_AUDIT" })),
+        ),
+      ),
   });
   if (
     !render(
