@@ -287,8 +287,11 @@ def _rows(
 # ---------------------------------------------------------------- events
 
 
-def _json_value(value: Any) -> Any:
-    """Debezium's JSON encodings: decimals as strings, times as ISO-8601 (UTC when naive)."""
+def json_value(value: Any) -> Any:
+    """A column value as Debezium's JSON encodes it.
+
+    Decimals as strings with their scale, times as ISO-8601 (naive ones read as UTC).
+    """
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
@@ -304,9 +307,9 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode()
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     return value
 
 
@@ -323,7 +326,7 @@ def snapshot_event(table: str, schema: str, row: dict[str, Any], snap: Snapshot)
     """One Debezium-shaped ``op r`` event for ``row`` read in ``snap``."""
     doc = {
         "before": None,
-        "after": {k: _json_value(v) for k, v in row.items()},
+        "after": {k: json_value(v) for k, v in row.items()},
         "source": {
             "connector": "bo-backfill",
             "name": "backfill",
