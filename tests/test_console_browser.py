@@ -29,7 +29,8 @@ from tests.fixtures_browser import (
     audit_store_down,
 )
 
-pytestmark = pytest.mark.browser
+# The first test may install Chromium with apt-get (a minute or two): allow for it.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 SHOWN = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})(\.\d+)? (UTC|KST)$")
 
@@ -477,6 +478,9 @@ def test_every_view_reads_at_both_sizes(
     context = browser.new_context(viewport=size)
     page = context.new_page()
     label = f"{size['width']}x{size['height']}"
+    page.goto(console_site.console)
+    expect(page.get_by_label("Bearer token")).to_be_visible()
+    shot(page, artifacts_dir, f"signin-{label}")
     sign_in(page, console_site, console_site.token("alice", "ADMIN_READ", "ADMIN_AUDIT"))
     for name, (view, fragment) in VIEWS.items():
         page.goto(f"{console_site.console}{fragment}")
