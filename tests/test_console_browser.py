@@ -147,7 +147,10 @@ def test_signing_out_forgets_the_token(page: Page, console_site: Site) -> None:
     sign_in(page, console_site, console_site.token("dave", "ADMIN_READ"))
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#signin-message")).to_have_text("You signed out.")
     assert page.evaluate("() => sessionStorage.getItem('bo.console.token')") is None
+    page.reload()  # and a reload does not bring the session back
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 # ---------------------------------------------------------------- transaction, order
@@ -195,6 +198,13 @@ def test_replaying_a_transaction_as_of_an_earlier_log_position(
     expect(page.locator(".view-head [data-pairing]")).to_have_text("INCOMPLETE")
     expect(page.locator('.pair-side[data-side="RECEIVE"]')).to_contain_text("No RECEIVE leg")
     assert page.url.endswith(f"#/tx/{PAYMENT_TX}?as_of_position=2")
+
+    # Before its own event the transaction was not known at all.
+    page.get_by_label("or at log position").fill("1")
+    page.get_by_role("button", name="Replay").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        f"No transaction with id “{PAYMENT_TX}” was known at that point in the log."
+    )
 
     page.get_by_role("link", name="Back to the current state").click()
     expect(page.locator(".view-head [data-pairing]")).to_have_text("COMPLETE")

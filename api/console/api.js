@@ -73,6 +73,9 @@ export function describeError(error, context = {}) {
       return `Your roles (${roles}) do not allow you to ${context.action ?? `see this ${what}`}.${needs}`;
     }
     case 404:
+      if (context.historical) {
+        return `No ${what} ${quoted ? `with id ${quoted} ` : ""}was known at that point in the log.`;
+      }
       return `No ${what} ${quoted ? `with id ${quoted} ` : ""}is known.${lagSentence(problem)}`;
     case 422:
       if (context.id !== undefined) {

@@ -57,24 +57,25 @@ const enc = encodeURIComponent;
 
 // ---------------------------------------------------------------- sign-in
 
-function showSignIn(message = "", { focus = true } = {}) {
+function showSignIn(message = "", { focus = true, kind = "error" } = {}) {
   $("app").hidden = true;
   $("nav").hidden = true;
   $("who").hidden = true;
   $("signin").hidden = false;
   replace($("signin-message"), message);
-  $("signin-message").classList.toggle("message-error", Boolean(message));
+  $("signin-message").classList.toggle("message-error", Boolean(message) && kind === "error");
+  $("signin-message").classList.toggle("message-info", Boolean(message) && kind === "info");
   if (focus) $("token").focus();
 }
 
-function signOut(message = "") {
+function signOut(message = "", kind = "error") {
   sessionStorage.removeItem(TOKEN_KEY);
   clearTimeout(state.expiryTimer);
   state.token = null;
   state.roles = [];
   state.renderSeq += 1; // drop any answer still on its way
   replace($("view"));
-  showSignIn(message);
+  showSignIn(message, { kind });
 }
 
 function signedIn(token, claims, { focus = true } = {}) {
@@ -177,9 +178,10 @@ async function route({ focus = true } = {}) {
     audit: () => showAudit(params, seq),
     projections: () => showProjections(seq),
   };
-  const known = view in views && (id !== undefined || view === "audit" || view === "projections");
+  const needsId = view === "tx" || view === "order" || view === "wallet";
+  const known = view in views && (!needsId || Boolean(id));
   markNav(known ? (view === "audit" || view === "projections" ? view : "search") : "search");
-  if (known && id !== undefined && view !== "audit" && view !== "projections") {
+  if (known && needsId) {
     $("search-q").value = id;
   }
   try {
@@ -229,12 +231,13 @@ async function showHome(seq) {
   );
   try {
     // Also checks the session's token at once: a 401 here signs out.
-    const rows = projectionRows(await call("/admin/projections")).filter((r) => r.serving !== false);
-    const failed = rows.filter((r) => r.state === "failed").map((r) => r.projection);
-    const behind = Math.max(0, ...rows.map((r) => Number(r.lag) || 0));
+    const all = projectionRows(await call("/admin/projections"));
+    const serving = all.filter((r) => r.serving !== false);
+    const failed = all.filter((r) => r.state === "failed").map((r) => `${r.projection} v${r.version}`);
+    const behind = Math.max(0, ...serving.map((r) => Number(r.lag) || 0));
     summary.textContent = failed.length
-      ? `Projection failed: ${failed.join(", ")}. Answers from it may be out of date.`
-      : `${rows.length} serving projection versions, at most ${behind} event${behind === 1 ? "" : "s"} behind the log.`;
+      ? `Projection failed: ${failed.join(", ")}. Answers from it may be out of date; see Projections.`
+      : `${serving.length} serving projection versions, at most ${behind} event${behind === 1 ? "" : "s"} behind the log.`;
   } catch (error) {
     if (error instanceof SignedOut) throw error;
     summary.textContent = "";
@@ -297,8 +300,9 @@ function historicalNote(data) {
 }
 
 async function showTransaction(id, params, seq) {
-  const context = { what: "transaction", id, roles: state.roles, action: "look up transactions", needs: "ADMIN_READ" };
   const asOf = asOfParams(params);
+  const historical = Object.keys(asOf).length > 0;
+  const context = { what: "transaction", id, historical, roles: state.roles, action: "look up transactions", needs: "ADMIN_READ" };
   const base = `#/tx/${enc(id)}`;
   loading(seq, `transaction ${id}`);
   let tx;
@@ -325,7 +329,8 @@ async function showTransaction(id, params, seq) {
 }
 
 async function showOrder(id, params, seq) {
-  const context = { what: "payment order", id, roles: state.roles, action: "look up payment orders", needs: "ADMIN_READ" };
+  const historical = Object.keys(asOfParams(params)).length > 0;
+  const context = { what: "payment order", id, historical, roles: state.roles, action: "look up payment orders", needs: "ADMIN_READ" };
   const base = `#/order/${enc(id)}`;
   loading(seq, `payment order ${id}`);
   try {
@@ -673,7 +678,7 @@ function start() {
 
   $("signin-form").addEventListener("submit", onSignIn);
   $("search-form").addEventListener("submit", onSearch);
-  $("sign-out").addEventListener("click", () => signOut("You signed out."));
+  $("sign-out").addEventListener("click", () => signOut("You signed out.", "info"));
   // The skip link must not touch location.hash, which is the router's.
   $("skip-link").addEventListener("click", (event) => {
     event.preventDefault();
