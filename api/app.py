@@ -69,6 +69,7 @@ def create_app(
         writer=writer,
         clock=now,
         trusted_proxies=settings.trusted_proxy_networks,
+        identify=app.state.bo.identify,
     )
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and timing for everything
     _mount_console(app)

@@ -38,6 +38,16 @@ class AppState:
     clock: Callable[[], datetime]
     metrics: MetricsExporter
 
+    def identify(self, token: str) -> tuple[str, list[str]] | None:
+        """The verified subject and roles of a token, or ``None`` (never raises)."""
+        if self.settings.auth_mode == "oidc":
+            return None  # may need a JWKS fetch: not on the event loop for attribution only
+        try:
+            principal = self.verifier.verify(token)
+        except (AuthError, KeysUnavailable):
+            return None
+        return principal.sub, list(principal.roles)
+
 
 def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.bo

@@ -21,11 +21,10 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from api import queries
-from api.problems import ProblemError
 from eventlog.decode import decode_bytes
-from eventlog.errors import BoError
 from eventlog.settings import Settings
 from eventlog.store import LoggedEvent
+from projections.memory import replay
 
 Row = dict[str, Any]
 
@@ -52,10 +51,6 @@ def _events(rows: Iterable[Row]) -> list[LoggedEvent]:
 
 
 def _replay(settings: Settings, rows: list[Row], versions: dict[str, int]) -> State:
-    try:
-        from projections.memory import replay
-    except ImportError as exc:  # the projections package is not installed in this build
-        raise ProblemError(503, "as_of needs the projections package") from exc
     return replay(_events(rows), settings, versions)
 
 
@@ -79,20 +74,3 @@ def group_state(
     )
     keys = {str(r["entity_key"]) for r in group}
     return _replay(settings, queries.history_rows(conn, entity_keys=keys, upto=upto), versions)
-
-
-def stale_versions(settings: Settings, checkpoint_rows: list[Row]) -> set[tuple[str, int]]:
-    """Versions whose stored fingerprint no longer matches the code and config."""
-    try:
-        from projections import registry
-    except ImportError:
-        return set()
-    stale: set[tuple[str, int]] = set()
-    for row in checkpoint_rows:
-        try:
-            current = registry.make(row["projection"], int(row["version"]), settings).fingerprint()
-        except BoError:
-            continue
-        if current != row["fingerprint"]:
-            stale.add((row["projection"], row["version"]))
-    return stale

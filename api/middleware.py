@@ -116,11 +116,13 @@ class AuditMiddleware:
         writer: AuditWriter,
         clock: Callable[[], datetime],
         trusted_proxies: list[Network],
+        identify: Callable[[str], tuple[str, list[str]] | None] | None = None,
     ) -> None:
         self.app = app
         self.writer = writer
         self.clock = clock
         self.trusted = trusted_proxies
+        self.identify = identify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_admin(scope["path"]):
@@ -149,6 +151,8 @@ class AuditMiddleware:
             chunks = [problem_body(500, "internal error", scope["path"])]
         body = b"".join(chunks)
         status = int(start["status"])
+        if context.actor is None and status not in (401, 503):
+            self._attribute(scope, context)
         entry = self._entry(scope, context, at, status, body)
         try:
             await self.writer.awrite(entry)
@@ -163,6 +167,19 @@ class AuditMiddleware:
         headers += [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _attribute(self, scope: Scope, context: AuditContext) -> None:
+        """Name the caller of a request that never reached auth (unknown route, 405).
+
+        Only a token that verifies names anyone; the answer itself is not changed.
+        """
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if self.identify is None or scheme.lower() != "bearer" or not token.strip():
+            return
+        found = self.identify(token.strip())
+        if found is not None:
+            context.actor, context.roles = found[0], list(found[1])
 
     def _entry(
         self, scope: Scope, context: AuditContext, at: str, status: int, body: bytes

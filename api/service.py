@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from api import history, lookups, queries
+from api import history, lookups, models, queries
 from api.audit import AuditFilter, decode_cursor, encode_cursor, list_audit
 from api.problems import ProblemError
 from eventlog.db import check_reachable, is_sqlite
@@ -23,9 +23,10 @@ from eventlog.errors import DatabaseUnavailable, UsageError
 from eventlog.migrate import current_revision, head_revision
 from eventlog.settings import Settings
 from eventlog.timeutil import format_ts
+from projections.registry import NAMES
+from projections.status import status as projection_status
 
 Row = dict[str, Any]
-PROJECTIONS = ("ledger_entries", "payment_orders", "pairs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,30 +170,18 @@ class Service:
     # ------------------------------------------------------------ status and audit
 
     def projections(self) -> Row:
-        with self.snapshot() as conn:
-            head = queries.log_head(conn)
-            rows = queries.checkpoint_rows(conn)
-        serving = {(r["projection"], r["version"]) for r in queries.serving_checkpoints(rows)}
-        stale = history.stale_versions(self.settings, rows)
-        items = [
-            {
-                "projection": r["projection"],
-                "version": int(r["version"]),
-                "state": r["state"],
-                "serving": (r["projection"], r["version"]) in serving,
-                "stale": (r["projection"], r["version"]) in stale,
-                "fingerprint": r["fingerprint"],
-                "position": int(r["position"]),
-                "log_head": head,
-                "lag": max(0, head - int(r["position"])),
-                "rows": int(r["rows"] or 0),
-                "checksum": r["checksum"],
-                "last_error": r["last_error"],
-                "error_position": r["error_position"],
-            }
-            for r in rows
-        ]
-        return {"log_head": head, "projections": items}
+        """Every projection version as ``projections.status`` reports it."""
+        try:
+            items = projection_status(self.engine, self.settings)
+            with self.engine.connect() as conn:
+                head = queries.log_head(conn)
+        except SQLAlchemyError as exc:
+            raise ProblemError(503, "projection status unavailable (database down)") from exc
+        fields = models.ProjectionVersion.model_fields
+        return {
+            "log_head": max([head, *(int(i["log_head"]) for i in items)]),
+            "projections": [{k: v for k, v in i.items() if k in fields} for i in items],
+        }
 
     def readiness(self) -> Row:
         """``/readyz``: database reachable, migrations at head, projections serving, none failed."""
@@ -204,17 +193,18 @@ class Service:
             checks["migrations"] = current_revision(self.engine) == self._head_revision()
             if not checks["migrations"]:
                 detail.append("database is not migrated to head")
-            with self.engine.connect() as conn:
-                rows = queries.checkpoint_rows(conn)
+            items = projection_status(self.engine, self.settings)
         except (DatabaseUnavailable, SQLAlchemyError) as exc:
             detail.append(str(exc).splitlines()[0])
             return {"ready": False, "checks": checks, "detail": detail}
-        serving = queries.serving_checkpoints(rows)
+        serving = [i for i in items if i["serving"]]
         failed = [
-            f"{r['projection']} v{r['version']} failed" for r in serving if r["state"] == "failed"
+            f"{i['projection']} v{i['version']} failed at position {i['error_position']}"
+            for i in serving
+            if i["state"] == "failed"
         ]
-        have = {r["projection"] for r in serving}
-        missing = [f"{name} has no serving version" for name in PROJECTIONS if name not in have]
+        have = {i["projection"] for i in serving}
+        missing = [f"{name} has no serving version" for name in NAMES if name not in have]
         detail += failed + missing
         checks["projections"] = not failed and not missing
         return {"ready": all(checks.values()), "checks": checks, "detail": detail}

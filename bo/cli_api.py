@@ -62,8 +62,17 @@ def serve(c: Container, *, host: str, port: int, projector: bool, consumer: bool
 
         workers.append(_worker("consumer", lambda: run_consumer(c.settings, c.engine, stop)))
     app = create_app(c.settings, c.engine)
+    # proxy_headers off: X-Forwarded-For is honoured only from BO_TRUSTED_PROXIES, by the
+    # app itself (uvicorn would otherwise trust it from 127.0.0.1 and rewrite the peer).
     config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, log_config=None, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     for thread in workers:
