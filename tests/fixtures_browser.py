@@ -61,6 +61,9 @@ WALLET_ENTRIES = 12  # with 5 per page: pages of 5, 5 and 2
 PAIR_ORDER = "O-100"
 PAYMENT_TX = "T-100"
 RECEIVE_TX = "T-101"
+CONFLICT_ORDER = "O-300"
+CONFLICT_WALLET = "W-3"
+DELETED_TX = "D-1"
 # A raw status that is markup: the page must show it as text, never run it.
 MARKUP_TX = "H-005"
 MARKUP_STATUS = '<img src=x onerror="window.__pwned=1"><b>DONE</b>'
@@ -74,21 +77,37 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def _event(table: str, row: dict[str, Any], at: datetime, lsn: int) -> bytes:
+def _event(table: str, row: dict[str, Any], at: datetime, lsn: int, op: str = "c") -> bytes:
     return json.dumps(
         {
-            "before": None,
-            "after": row,
+            "before": row if op == "d" else None,
+            "after": None if op == "d" else row,
             "source": {"table": table, "ts_ms": _ms(at), "lsn": lsn, "txId": lsn},
-            "op": "c",
+            "op": op,
             "ts_ms": _ms(at) + 50,
         }
     ).encode()
 
 
+def _leg(tx_id: str, wallet: str, kind: str, related: str, at: datetime) -> dict[str, Any]:
+    return {
+        "tx_id": tx_id,
+        "wallet_id": wallet,
+        "type": kind,
+        "amount": "7.00",
+        "currency": "KRW",
+        "related_id": related,
+        "status": "DONE",
+        "created_at": _iso(at),
+        "updated_at": _iso(at),
+        "version": 1,
+    }
+
+
 def sample_events() -> list[bytes]:
-    """A COMPLETE pair (order O-100: T-100 PAYMENT from W-1, T-101 RECEIVE to W-2)
-    and a history of 12 entries for wallet W-1, one hour apart."""
+    """A COMPLETE pair (order O-100: T-100 PAYMENT from W-1, T-101 RECEIVE to W-2),
+    a history of 12 entries for wallet W-1, one hour apart, and in wallet W-3 a
+    CONFLICT (order O-300: two PAYMENT legs and one RECEIVE) plus a deleted entry."""
     events: list[bytes] = []
     lsn = 1000
     paid = BASE + timedelta(hours=3, minutes=25, seconds=7)
@@ -160,6 +179,23 @@ def sample_events() -> list[bytes]:
                 lsn,
             )
         )
+    lsn += 1
+    at = BASE + timedelta(days=2)
+    for n, kind in enumerate(("PAYMENT", "PAYMENT", "RECEIVE"), start=1):
+        lsn += 1
+        events.append(
+            _event(
+                "ledger_entries",
+                _leg(f"C-{n}", CONFLICT_WALLET, kind, CONFLICT_ORDER, at + timedelta(minutes=n)),
+                at,
+                lsn,
+            )
+        )
+    gone = _leg(DELETED_TX, CONFLICT_WALLET, "PAYMENT", "O-400", at + timedelta(minutes=10))
+    events.append(_event("ledger_entries", gone, at, lsn + 1))
+    events.append(
+        _event("ledger_entries", {**gone, "version": 2}, at + timedelta(hours=1), lsn + 2, op="d")
+    )
     return events
 
 

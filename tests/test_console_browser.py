@@ -16,6 +16,9 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.fixtures_browser import *  # noqa: F403
 from tests.fixtures_browser import (
+    CONFLICT_ORDER,
+    CONFLICT_WALLET,
+    DELETED_TX,
     DESKTOP,
     MARKUP_STATUS,
     MARKUP_TX,
@@ -278,6 +281,39 @@ def test_an_incomplete_pair_says_what_is_missing(page: Page, console_site: Site)
     page.get_by_role("link", name="O-201").first.click()
     expect(page.get_by_role("heading", name="Payment order O-201")).to_be_focused()
     expect(page.get_by_text("The order itself has not been seen yet")).to_be_visible()
+
+
+def test_a_conflict_shows_every_leg_on_its_side(
+    page: Page, console_site: Site, artifacts_dir: Path
+) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, "C-1", "tx")
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("CONFLICT")
+    payment = page.locator('.pair-side[data-side="PAYMENT"] [data-tx-id]')
+    expect(payment).to_have_count(2)
+    assert [leg.get_attribute("data-tx-id") for leg in payment.all()] == ["C-1", "C-2"]
+    expect(page.locator('.pair-side[data-side="RECEIVE"] [data-tx-id]')).to_have_count(1)
+    expect(page.locator('[data-view="tx"] dd[data-field="paired_tx_id"]')).to_have_text("—")
+    shot(page, artifacts_dir, "transaction-conflict-1280x800")
+
+    page.get_by_role("link", name=CONFLICT_ORDER).first.click()
+    expect(page.get_by_role("heading", name=f"Payment order {CONFLICT_ORDER}")).to_be_visible()
+    expect(page.locator(".view-head [data-pairing]")).to_have_text("CONFLICT")
+
+
+def test_deleted_entries_only_with_include_deleted(page: Page, console_site: Site) -> None:
+    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, CONFLICT_WALLET, "wallet")
+    region = page.get_by_role("region", name=re.compile(f"^Entries of wallet {CONFLICT_WALLET}"))
+    expect(region.locator("tbody tr")).to_have_count(3)
+    page.get_by_label("Include deleted entries").check()
+    page.get_by_role("button", name="Apply").click()
+    expect(region.locator("tbody tr")).to_have_count(4)
+    deleted = region.locator(f'tr[data-tx-id="{DELETED_TX}"] td[data-field="deleted"]')
+    expect(deleted).to_have_text("yes")
+
+    region.get_by_role("link", name=DELETED_TX).click()
+    expect(page.locator(".view-head")).to_contain_text("DELETED")
 
 
 def test_markup_in_data_is_shown_as_text_and_never_runs(page: Page, console_site: Site) -> None:
