@@ -97,21 +97,30 @@ class ConsumerConfig:
     heartbeat_every: float = 1.0
     commit_timeout_ms: int = 5000
     check_crcs: bool = True
+    fetch_max_wait_ms: int = 50  # an idle fetch returns this soon: bounds added latency
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """The parts of a Kafka record the consumer needs."""
+    """A received Kafka record and what :func:`eventlog.store.prepare` made of it."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    value: bytes | None
+    outcome: Outcome
 
     @property
     def tp(self) -> TopicPartitionKey:
         return (self.topic, self.partition)
+
+    @classmethod
+    def received(
+        cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> Record:
+        """Prepare the value now, outside any database transaction."""
+        source = SourceRef(topic=topic, partition=partition, offset=offset)
+        return cls(topic, partition, offset, key, prepare(value, source))
 
 
 @dataclass(slots=True)
@@ -222,21 +231,17 @@ def append_batch(
     *,
     rewound: frozenset[TopicPartitionKey] = frozenset(),
 ) -> Durable:
-    """Steps 2 and 3 of the protocol: prepare, then append and store offsets in one transaction."""
+    """Step 3 of the protocol: append prepared records and store offsets in one transaction."""
+    next_offsets: dict[TopicPartitionKey, int] = {}
+    for rec in records:
+        next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
     with write_tx(engine) as conn:
-        next_offsets: dict[TopicPartitionKey, int] = {}
-        for rec in records:
-            next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
         stored = read_offsets(conn, next_offsets)
         fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
-        outcomes: list[Outcome] = [
-            prepare(r.value, SourceRef(topic=r.topic, partition=r.partition, offset=r.offset))
-            for r in fresh
-        ]
-        result = append_in(conn, outcomes)
+        result = append_in(conn, [r.outcome for r in fresh])
         write_offsets(conn, next_offsets, stored=stored, rewound=rewound)
     count_ingest(result.appended, result.duplicate, result.dead_letter, result.tombstone)
-    rejected = [(r, o) for r, o in zip(fresh, outcomes, strict=True) if isinstance(o, Rejected)]
+    rejected = [(r, r.outcome) for r in fresh if isinstance(r.outcome, Rejected)]
     return Durable(result, next_offsets, rejected)
 
 
@@ -347,7 +352,8 @@ class SyncConsumer:
                 heartbeat_interval_ms=cfg.heartbeat_interval_ms,
                 metadata_max_age_ms=cfg.metadata_max_age_ms,
                 allow_auto_create_topics=False,
-                check_crcs=cfg.check_crcs,  # topics are provisioned, never guessed
+                check_crcs=cfg.check_crcs,
+                fetch_max_wait_ms=cfg.fetch_max_wait_ms,  # topics are provisioned, never guessed
                 reconnect_backoff_max_ms=int(cfg.backoff_max * 1000),
             )
             consumer.subscribe(self.settings.topics, listener=_Listener(self))
@@ -430,7 +436,9 @@ class SyncConsumer:
             if key in self.pending:
                 continue  # fetched before its position was resolved: re-read after the seek
             for item in items:
-                self._accept(Record(item.topic, item.partition, item.offset, item.key, item.value))
+                self._accept(
+                    Record.received(item.topic, item.partition, item.offset, item.key, item.value)
+                )
                 got += 1
         if got and len(self.batch) == got:
             self.batch_started = time.monotonic()
