@@ -107,8 +107,15 @@ class Runner:
 
     # ------------------------------------------------------------ one pass
 
-    def run_once(self, *, checksums: bool = True, force_checksums: bool = False) -> dict[str, Any]:
-        """Catch every active version up to the current head; return a JSON-able summary."""
+    def run_once(
+        self, *, checksums: bool = True, force_checksums: bool = False, throttle: bool = False
+    ) -> dict[str, Any]:
+        """Catch every active version up to the current head; return a JSON-able summary.
+
+        Afterwards the checksum of each caught-up version is stored when it is unknown and
+        the table is small (``checksum_limit`` rows; any size with ``force_checksums``);
+        ``throttle`` (the forever loop) recomputes one at most every ``checksum_every`` s.
+        """
         if not self._ensured:
             ensure_projections(self.engine, self.settings)
             self._ensured = True
@@ -126,7 +133,7 @@ class Runner:
             if cp.position < head:
                 self._advance(projection, head, item)
             if checksums and item.state in ACTIVE:
-                self._refresh_checksum(projection, force=force_checksums)
+                self._refresh_checksum(projection, force=force_checksums, throttle=throttle)
         return {
             "head": head,
             "applied": sum(p.applied for p in progress),
@@ -203,11 +210,11 @@ class Runner:
             message,
         )
 
-    def _refresh_checksum(self, projection: Projection, *, force: bool) -> None:
+    def _refresh_checksum(self, projection: Projection, *, force: bool, throttle: bool) -> None:
         """Store the checksum of a caught-up version (small tables, or when forced)."""
         key = (projection.name, projection.version)
         now = time.monotonic()
-        if not force and now - self._checksummed.get(key, -1e9) < self.checksum_every:
+        if throttle and now - self._checksummed.get(key, -1e9) < self.checksum_every:
             return
         with write_tx(self.engine) as conn:
             cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
@@ -251,7 +258,7 @@ class Runner:
         try:
             while not stop.is_set():
                 try:
-                    summary = self.run_once()
+                    summary = self.run_once(throttle=True)
                 except TRANSIENT as exc:
                     logger.warning("projection runner: database unavailable: {}", exc.orig)
                     stop.wait(backoff)
