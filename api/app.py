@@ -20,6 +20,7 @@ from api import problems
 from api.audit import AuditWriter
 from api.auth import make_verifier
 from api.authz import Authorizer
+from api.console import mount_console
 from api.deps import AppState
 from api.metrics import MetricsExporter
 from api.middleware import AuditMiddleware, RequestContextMiddleware
@@ -72,17 +73,9 @@ def create_app(
         identify=app.state.bo.identify,
     )
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and timing for everything
-    _mount_console(app)
+    mount_console(app)
     _document_problems(app)
     return app
-
-
-def _mount_console(app: FastAPI) -> None:
-    try:
-        from api.console import mount_console
-    except ImportError:  # the console ships separately; the API works without it
-        return
-    mount_console(app)
 
 
 def _document_problems(app: FastAPI) -> None:

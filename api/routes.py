@@ -16,7 +16,6 @@ from pydantic import AfterValidator, BeforeValidator
 from api import models
 from api.audit import AuditFilter
 from api.deps import State, require_access
-from api.problems import ProblemError
 from api.queries import WalletQuery
 from api.service import AsOf
 from eventlog.timeutil import format_ts
@@ -69,8 +68,7 @@ public = APIRouter()
 
 
 def _as_of(at: datetime | None, position: int | None) -> AsOf:
-    if at is not None and position is not None:
-        raise ProblemError(422, "give as_of or as_of_position, not both")
+    """Both may be given: the answer is then as of the earlier of the two points."""
     return AsOf(at=at, position=position)
 
 

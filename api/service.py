@@ -125,13 +125,22 @@ class Service:
     # ------------------------------------------------------------ as_of
 
     def _cutoff(self, conn: Connection, as_of: AsOf) -> tuple[int, str | None]:
-        head = queries.log_head(conn)
-        if as_of.position is not None:
-            position = min(as_of.position, head)
-            return position, queries.ingested_at(conn, position) if position else None
-        assert as_of.at is not None
-        position, _ = queries.position_at(conn, format_ts(as_of.at))
-        return position, format_ts(as_of.at)
+        """The last position the answer may include, and the ``as_of`` to report.
+
+        ``as_of`` (a time) keeps events with ``ingested_at <=`` it; ``as_of_position`` keeps
+        positions up to it; given both, both hold (the earlier point wins).
+        """
+        position = queries.log_head(conn)
+        when: str | None = None
+        if as_of.at is not None:
+            when = format_ts(as_of.at)
+            position = min(position, queries.position_at(conn, when)[0])
+        if as_of.position is not None and as_of.position < position:
+            position = as_of.position
+            when = None
+        if when is None:
+            when = queries.ingested_at(conn, position) if position else None
+        return position, when
 
     @staticmethod
     def _serving_versions(conn: Connection) -> dict[str, int]:
