@@ -66,6 +66,15 @@ def sign_in(page: Page, site: Site, token: str) -> None:
     expect(page.locator("#who")).to_be_visible()
 
 
+def open_signed_in(page: Page, site: Site, token: str) -> None:
+    """Start a session without the form (the sign-in tests cover the form): the page
+    restores a token found in session storage, as after a reload."""
+    page.goto(site.console)
+    page.evaluate("token => sessionStorage.setItem('bo.console.token', token)", token)
+    page.reload()
+    expect(page.locator("#who")).to_be_visible()
+
+
 def search(page: Page, text: str, kind: str = "auto") -> None:
     page.get_by_label("Transaction, order or wallet id").fill(text)
     page.get_by_label("Search as").select_option(kind)
@@ -162,7 +171,7 @@ def test_signing_out_forgets_the_token(page: Page, console_site: Site) -> None:
 def test_looking_up_a_complete_pair_shows_both_legs(
     page: Page, console_site: Site, artifacts_dir: Path
 ) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, PAYMENT_TX)
 
     expect(page.get_by_role("heading", name=f"Transaction {PAYMENT_TX}")).to_be_visible()
@@ -188,7 +197,7 @@ def test_looking_up_a_complete_pair_shows_both_legs(
 def test_replaying_a_transaction_as_of_an_earlier_log_position(
     page: Page, console_site: Site
 ) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, PAYMENT_TX, "tx")
     expect(page.locator(".view-head [data-pairing]")).to_have_text("COMPLETE")
     # Positions: 1 the order, 2 the PAYMENT leg, 3 the RECEIVE leg.
@@ -215,7 +224,7 @@ def test_replaying_a_transaction_as_of_an_earlier_log_position(
 
 
 def test_order_view_lists_all_legs(page: Page, console_site: Site, artifacts_dir: Path) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, PAIR_ORDER, "order")
     expect(page.get_by_role("heading", name=f"Payment order {PAIR_ORDER}")).to_be_visible()
     rows = page.get_by_role("region", name=f"Legs of order {PAIR_ORDER}").locator("tbody tr")
@@ -226,7 +235,7 @@ def test_order_view_lists_all_legs(page: Page, console_site: Site, artifacts_dir
 
 
 def test_kst_toggle_moves_every_time_by_nine_hours(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, PAYMENT_TX, "tx")
     created = page.locator('[data-view="tx"] dd[data-field="created_at"] time').first
     expect(created).to_have_text(SHOWN)
@@ -253,7 +262,7 @@ def test_kst_toggle_moves_every_time_by_nine_hours(page: Page, console_site: Sit
 
 
 def test_unknown_and_invalid_ids_read_as_sentences(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, "NO-SUCH-ID")
     expect(page.get_by_role("alert")).to_contain_text(
         "Nothing is known with id “NO-SUCH-ID”: it is not a transaction, a payment order"
@@ -270,7 +279,7 @@ def test_unknown_and_invalid_ids_read_as_sentences(page: Page, console_site: Sit
 
 
 def test_an_incomplete_pair_says_what_is_missing(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, "H-001", "tx")  # a PAYMENT leg of order O-201, which was never seen
     expect(page.locator(".view-head [data-pairing]")).to_have_text("INCOMPLETE")
     expect(page.locator('.pair-side[data-side="RECEIVE"]')).to_have_text(
@@ -286,7 +295,7 @@ def test_an_incomplete_pair_says_what_is_missing(page: Page, console_site: Site)
 def test_a_conflict_shows_every_leg_on_its_side(
     page: Page, console_site: Site, artifacts_dir: Path
 ) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, "C-1", "tx")
     expect(page.locator(".view-head [data-pairing]")).to_have_text("CONFLICT")
     payment = page.locator('.pair-side[data-side="PAYMENT"] [data-tx-id]')
@@ -302,7 +311,7 @@ def test_a_conflict_shows_every_leg_on_its_side(
 
 
 def test_deleted_entries_only_with_include_deleted(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, CONFLICT_WALLET, "wallet")
     region = page.get_by_role("region", name=re.compile(f"^Entries of wallet {CONFLICT_WALLET}"))
     expect(region.locator("tbody tr")).to_have_count(3)
@@ -317,7 +326,7 @@ def test_deleted_entries_only_with_include_deleted(page: Page, console_site: Sit
 
 
 def test_markup_in_data_is_shown_as_text_and_never_runs(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, MARKUP_TX, "tx")
     status = page.locator('[data-view="tx"] dd[data-field="status"]').first
     expect(status).to_have_text(MARKUP_STATUS)
@@ -326,7 +335,7 @@ def test_markup_in_data_is_shown_as_text_and_never_runs(page: Page, console_site
 
 
 def test_a_reader_without_admin_read_gets_a_403_sentence(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("audrey", "ADMIN_AUDIT"))
+    open_signed_in(page, console_site, console_site.token("audrey", "ADMIN_AUDIT"))
     search(page, PAYMENT_TX, "tx")
     expect(page.get_by_role("alert")).to_have_text(
         "Your roles (ADMIN_AUDIT) do not allow you to look up transactions. "
@@ -335,7 +344,7 @@ def test_a_reader_without_admin_read_gets_a_403_sentence(page: Page, console_sit
 
 
 def test_an_unavailable_audit_store_reads_as_503(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     with audit_store_down(console_site):
         search(page, PAYMENT_TX, "tx")
         expect(page.get_by_role("alert")).to_have_text(
@@ -367,7 +376,7 @@ def wallet_page_ids(page: Page) -> list[str]:
 
 
 def test_paging_through_a_wallet(page: Page, console_site: Site, artifacts_dir: Path) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, WALLET_ID)  # "Any" falls through tx and order to the wallet
     expect(page.get_by_role("heading", name=f"Wallet {WALLET_ID}")).to_be_visible()
     page.get_by_label("Rows per page").select_option("5")
@@ -403,7 +412,7 @@ def test_paging_through_a_wallet(page: Page, console_site: Site, artifacts_dir: 
 
 
 def test_wallet_date_range_filters_entries(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, WALLET_ID, "wallet")
     # W-1's history entries H-001..H-011 are at 2026-01-02 01:00 … 11:00 UTC.
     page.get_by_label(re.compile("^From")).fill("2026-01-02T03:00:00")
@@ -430,7 +439,7 @@ def test_wallet_date_range_filters_entries(page: Page, console_site: Site) -> No
 def test_audit_view_says_403_in_plain_words_for_admin_read(
     page: Page, console_site: Site, artifacts_dir: Path
 ) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     page.get_by_role("link", name="Audit", exact=True).click()
     expect(page.get_by_role("alert")).to_have_text(
         "Your roles (ADMIN_READ) do not allow you to view the audit log. "
@@ -444,12 +453,12 @@ def test_audit_view_lists_records_for_an_auditor(
 ) -> None:
     # An earlier lookup by someone else, so there is something to filter for.
     reader = console_site.token("alice", "ADMIN_READ")
-    sign_in(page, console_site, reader)
+    open_signed_in(page, console_site, reader)
     search(page, PAYMENT_TX, "tx")
     expect(page.get_by_role("heading", name=f"Transaction {PAYMENT_TX}")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
 
-    sign_in(page, console_site, console_site.token("auditor", "ADMIN_AUDIT"))
+    open_signed_in(page, console_site, console_site.token("auditor", "ADMIN_AUDIT"))
     page.get_by_role("link", name="Audit", exact=True).click()
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     page.get_by_label("Actor").fill("alice")
@@ -466,7 +475,7 @@ def test_audit_view_lists_records_for_an_auditor(
 def test_projections_view_shows_versions_states_and_checksums(
     page: Page, console_site: Site, artifacts_dir: Path
 ) -> None:
-    sign_in(page, console_site, console_site.token("auditor", "ADMIN_AUDIT"))
+    open_signed_in(page, console_site, console_site.token("auditor", "ADMIN_AUDIT"))
     page.get_by_role("link", name="Projections", exact=True).click()
     table = page.get_by_role("region", name="Projection versions")
     for name in ("ledger_entries", "payment_orders", "pairs"):
@@ -483,7 +492,7 @@ def test_projections_view_shows_versions_states_and_checksums(
 
 
 def test_keyboard_only_search_with_visible_focus(page: Page, console_site: Site) -> None:
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     page.reload()  # a fresh load: focus starts at the top of the document
     expect(page.locator("#who")).to_be_visible()
     page.keyboard.press("Tab")
@@ -527,7 +536,7 @@ def test_every_view_reads_at_both_sizes(
     page.goto(console_site.console)
     expect(page.get_by_label("Bearer token")).to_be_visible()
     shot(page, artifacts_dir, f"signin-{label}")
-    sign_in(page, console_site, console_site.token("alice", "ADMIN_READ", "ADMIN_AUDIT"))
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ", "ADMIN_AUDIT"))
     for name, (view, fragment) in VIEWS.items():
         page.goto(f"{console_site.console}{fragment}")
         expect(page.locator(f'#view [data-view="{view}"]')).to_be_visible()
