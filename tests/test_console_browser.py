@@ -470,6 +470,9 @@ def test_audit_view_lists_records_for_an_auditor(
     assert actors == {"alice"}
     expect(records.locator('td[data-field="resource_id"]').first).to_have_text(PAYMENT_TX)
     shot(page, artifacts_dir, "audit-1280x800")
+    # The looked-up id links to its view.
+    records.get_by_role("link", name=PAYMENT_TX).first.click()
+    expect(page.get_by_role("heading", name=f"Transaction {PAYMENT_TX}")).to_be_visible()
 
 
 def test_projections_view_shows_versions_states_and_checksums(

@@ -57,6 +57,8 @@ function money(amount, currency) {
   return h("span", { class: "amount" }, `${amount}${currency ? ` ${currency}` : ""}`);
 }
 
+const RESOURCE_VIEWS = { ledger_entry: "tx", payment_order: "order", wallet: "wallet" };
+
 function valueNode(kind, value, record) {
   if (kind === "time") return timeEl(value);
   if (value === null || value === undefined || value === "") {
@@ -75,6 +77,11 @@ function valueNode(kind, value, record) {
       return value ? "yes" : "no";
     case "pairing":
       return pairingBadge(value);
+    case "resource": {
+      // Audit records name what was looked up: link it to the matching view.
+      const view = RESOURCE_VIEWS[record.resource_type];
+      return view ? viewLink(view, String(value)) : String(value);
+    }
     default:
       return String(value);
   }
@@ -290,7 +297,7 @@ export const AUDIT_COLUMNS = [
   ["path", "Path"],
   ["action", "Action"],
   ["resource_type", "Resource type"],
-  ["resource_id", "Resource id"],
+  ["resource_id", "Resource id", "resource"],
   ["status", "Status"],
   ["result_count", "Results"],
   ["ip", "IP"],
