@@ -102,8 +102,8 @@ class ApiEnv:
     def token(self, *roles: str, sub: str = "alice", ttl: int = 600) -> str:
         return dev_token(self.settings, sub, list(roles), ttl)
 
-    def headers(self, *roles: str, sub: str = "alice") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(*roles, sub=sub)}"}
+    def headers(self, *roles: str, sub: str = "alice", ttl: int = 3600) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(*roles, sub=sub, ttl=ttl)}"}
 
     def append(self, *lines: bytes) -> AppendResult:
         outcomes = [prepare(line, SourceRef(file="t", line=i)) for i, line in enumerate(lines, 1)]

@@ -1,0 +1,198 @@
+"""Operations endpoints and freshness (SPEC §6, §8): /healthz, /readyz, /metrics, and
+``data_lag_sec`` / ``synced_through`` while projections or the consumer fall behind."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from freezegun import freeze_time
+from sqlalchemy import insert, select, update
+
+from eventlog.schema import checkpoints, consumer_heartbeats, events
+from eventlog.timeutil import format_ts, parse_ts
+from tests.fixtures_api import (  # noqa: F401
+    ApiEnv,
+    change,
+    client,
+    env_fixture,
+    ledger,
+    make_env,
+    order,
+    sqlite_env_fixture,
+)
+
+READ = "ADMIN_READ"
+
+
+def test_healthz_and_readyz(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    with client(env.app()) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        cold = c.get("/readyz")
+        assert cold.status_code == 503
+        assert cold.json()["checks"] == {"database": True, "migrations": True, "projections": False}
+        env.ingest(change("ledger_entries", ledger("T1")))
+        warm = c.get("/readyz")
+        assert warm.status_code == 200, warm.text
+        assert warm.json()["ready"] is True
+        with env.engine.begin() as conn:
+            conn.execute(
+                update(checkpoints)
+                .where(checkpoints.c.projection == "pairs")
+                .values(state="failed", last_error="boom", error_position=1)
+            )
+        failed = c.get("/readyz")
+    assert failed.status_code == 503
+    assert failed.json()["checks"]["projections"] is False
+    assert any("pairs" in line for line in failed.json()["detail"])
+
+
+def test_readyz_unreachable_and_unmigrated(tmp_path: Path, sqlite_url: str) -> None:
+    from eventlog.db import make_engine
+
+    fresh = make_engine(sqlite_url)  # reachable but never migrated
+    try:
+        env = make_env(fresh, tmp_path)
+        with client(env.app()) as c:
+            r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["migrations"] is False
+    finally:
+        fresh.dispose()
+    gone = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    try:
+        env = make_env(gone, tmp_path)
+        with client(env.app()) as c:
+            r = c.get("/readyz")
+            lookup = c.get("/admin/tx/T1", headers=env.headers(READ))
+        assert r.status_code == 503
+        assert r.json()["checks"]["database"] is False
+        assert lookup.status_code == 503  # audit store unreachable: fail closed
+        assert lookup.headers["content-type"] == "application/problem+json"
+    finally:
+        gone.dispose()
+
+
+def _metric(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{.*\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return None
+
+
+def test_metrics(env: ApiEnv) -> None:
+    env.append(b"not json at all")  # a dead letter
+    env.ingest(
+        change("payment_orders", order("O1")),
+        change("ledger_entries", ledger("SECRET-TX-1", wallet="SECRET-WALLET", related_id="O1")),
+        change("ledger_entries", ledger("T2", type="RECEIVE", wallet="W2", related_id="O1")),
+        change("ledger_entries", ledger("T3", related_id="O2", created_at="2026-01-01T00:00:00Z")),
+    )
+    with client(env.app()) as c:
+        c.get("/admin/tx/SECRET-TX-1", headers=env.headers(READ))
+        c.get("/admin/wallets/SECRET-WALLET/tx", headers=env.headers(READ))
+        text = c.get("/metrics").text
+    assert _metric(text, "bo_log_head_position") == 4
+    assert _metric(text, "bo_projection_position", projection="ledger_entries", version="1") == 4
+    assert _metric(text, "bo_projection_failed", projection="pairs", version="1") == 0
+    assert _metric(text, "bo_pairs_incomplete") == 1
+    assert _metric(text, "bo_pair_completion_ratio") == 0.5
+    age = _metric(text, "bo_pairs_incomplete_oldest_age_seconds")
+    assert age is not None
+    assert age > 0
+    assert _metric(text, "bo_dead_letters_total") == 1
+    assert _metric(text, "bo_metrics_database_up") == 1
+    assert _metric(text, "bo_audit_write_failures_total") is not None
+    assert _metric(text, "bo_ingest_events_total", result="appended") is not None
+    assert (
+        _metric(
+            text,
+            "bo_http_request_duration_seconds_count",
+            route="/admin/tx/{tx_id}",
+            method="GET",
+            status="200",
+        )
+        or 0
+    ) >= 1
+    assert "SECRET" not in text  # no ids or wallets in labels
+
+
+def _ingested_at(env: ApiEnv, position: int) -> datetime:
+    with env.engine.connect() as conn:
+        value = conn.execute(
+            select(events.c.ingested_at).where(events.c.position == position)
+        ).scalar_one()
+    return parse_ts(str(value))
+
+
+def test_data_lag_grows_while_projections_are_behind(env: ApiEnv) -> None:
+    env.ingest(change("ledger_entries", ledger("T1"), ts=10))
+    env.append(change("ledger_entries", ledger("T2"), ts=20))  # logged, not yet projected
+    pending_since = _ingested_at(env, 2)
+    headers = env.headers(READ)
+    app = env.app()
+    lags = []
+    with client(app) as c:
+        for seconds in (5, 60, 300):
+            with freeze_time(pending_since + timedelta(seconds=seconds)):
+                body = c.get("/admin/tx/T1", headers=headers).json()
+            lags.append(body["data_lag_sec"])
+            assert body["log_position"] == 1
+            assert body["synced_through"] == "2026-01-01T00:00:10.000000Z"
+        with freeze_time(pending_since + timedelta(seconds=300)):
+            missing = c.get("/admin/tx/T2", headers=headers)
+        env.project()
+        with freeze_time(pending_since + timedelta(seconds=900)):
+            caught_up = c.get("/admin/tx/T2", headers=headers).json()
+    assert lags == [5.0, 60.0, 300.0]
+    assert missing.status_code == 404
+    assert missing.json()["data_lag_sec"] == 300.0  # "not found" says how stale it may be
+    assert caught_up["data_lag_sec"] == 0.0
+    assert caught_up["synced_through"] == "2026-01-01T00:00:20.000000Z"
+
+
+def _beat(env: ApiEnv, member: str, heartbeat: datetime, caught_up: datetime | None) -> None:
+    with env.engine.begin() as conn:
+        conn.execute(
+            insert(consumer_heartbeats).values(
+                member=member,
+                group_id=env.settings.kafka_group,
+                heartbeat_at=format_ts(heartbeat),
+                caught_up_at=None if caught_up is None else format_ts(caught_up),
+                lag_records=0,
+                assigned="oltp.public.ledger_entries[0]",
+            )
+        )
+
+
+def test_consumer_lag_counts_when_kafka_is_configured(
+    sqlite_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    env = make_env(engine_factory(sqlite_url), tmp_path, kafka_bootstrap="127.0.0.1:9")
+    env.ingest(change("ledger_entries", ledger("T1")))
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = [now]
+    app = env.app(clock=lambda: clock[0])
+    headers = env.headers(READ)
+    with client(app) as c:
+        assert (
+            c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"] == 0.0
+        )  # no consumer yet
+        _beat(env, "host:1", now - timedelta(seconds=1), now - timedelta(seconds=2))
+        live = c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"]
+        clock[0] = now + timedelta(seconds=60)  # the consumer stopped: no heartbeat since
+        stopped = c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"]
+    assert live == 2.0
+    assert stopped >= 60.0
+    plain = make_env(env.engine, tmp_path)  # without BO_KAFKA_BOOTSTRAP the consumer is ignored
+    with client(plain.app(clock=lambda: clock[0])) as c:
+        assert c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"] == 0.0
