@@ -28,6 +28,11 @@ _SUMMARY_COLUMNS = (
 )
 
 
+def _plain(mapping: Any) -> dict[str, Any]:
+    # column keys are ``quoted_name`` (a str subclass) that JSON encoders refuse as keys
+    return {str(key): value for key, value in mapping.items()}
+
+
 def list_dead_letters(
     engine: Engine, *, status: str | None = "open", limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -36,7 +41,7 @@ def list_dead_letters(
     if status:
         query = query.where(dead_letters.c.status == status)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        return [_plain(r._mapping) for r in conn.execute(query)]
 
 
 def count_dead_letters(engine: Engine) -> dict[str, int]:
@@ -50,7 +55,7 @@ def show_dead_letter(engine: Engine, letter_id: int) -> dict[str, Any]:
         row = conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id)).first()
     if row is None:
         raise UsageError(f"no dead letter with id {letter_id}")
-    data = dict(row._mapping)
+    data = _plain(row._mapping)
     raw = bytes(data.pop("raw"))
     data["raw"] = raw.decode("utf-8", errors="replace")
     data["raw_bytes"] = len(raw)
