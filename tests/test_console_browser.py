@@ -392,10 +392,13 @@ def test_paging_through_a_wallet(page: Page, console_site: Site, artifacts_dir: 
     following.click()
     expect(status).to_have_text("Page 2 · 5 rows")
     pages.append(wallet_page_ids(page))
-    following.click()
+    # By keyboard: focus stays on the pager, and moves to Previous at the last page.
+    following.focus()
+    page.keyboard.press("Enter")
     expect(status).to_have_text("Page 3 · 2 rows")
     pages.append(wallet_page_ids(page))
     expect(following).to_be_disabled()
+    expect(previous).to_be_focused()
 
     seen = [tx for ids in pages for tx in ids]
     assert len(seen) == len(set(seen)) == WALLET_ENTRIES

@@ -360,9 +360,13 @@ function pagedList({ label, fetchPage, renderItems, emptyText, errorContext, onE
   const pager = h("nav", { class: "pager", "aria-label": `${label} pages` }, prev, status, next);
   const seq = state.renderSeq;
 
-  async function load(moveFocusTo) {
-    prev.disabled = true;
-    next.disabled = true;
+  // While a page loads the buttons stay enabled (disabling the focused one would drop
+  // keyboard focus to the page body); clicks are ignored until the answer is in.
+  let busy = false;
+
+  async function load(pressed) {
+    busy = true;
+    results.setAttribute("aria-busy", "true");
     status.textContent = `Loading page ${index + 1}…`;
     let data;
     try {
@@ -372,8 +376,11 @@ function pagedList({ label, fetchPage, renderItems, emptyText, errorContext, onE
       if (onError(error)) return;
       replace(results, errorBox(describeError(error, errorContext)));
       status.textContent = "";
-      prev.disabled = index === 0;
+      settle(pressed, false);
       return;
+    } finally {
+      busy = false;
+      results.removeAttribute("aria-busy");
     }
     if (seq !== state.renderSeq) return;
     const items = Array.isArray(data.items) ? data.items : [];
@@ -381,21 +388,25 @@ function pagedList({ label, fetchPage, renderItems, emptyText, errorContext, onE
     if (data.next_cursor) stack.push(data.next_cursor);
     replace(results, items.length ? renderItems(items) : h("p", { class: "empty" }, emptyText(index)));
     status.textContent = `Page ${index + 1}${items.length ? ` · ${items.length} row${items.length === 1 ? "" : "s"}` : ""}`;
-    prev.disabled = index === 0;
-    next.disabled = !data.next_cursor;
-    if (moveFocusTo?.disabled) (moveFocusTo === next ? prev : next).focus();
+    settle(pressed, Boolean(data.next_cursor));
   }
+
+  /** Enable what can be used; if the pressed button just became disabled, focus the other. */
+  function settle(pressed, hasNext) {
+    prev.disabled = index === 0;
+    next.disabled = !hasNext;
+    if (pressed?.disabled) (pressed === next ? prev : next).focus();
+  }
+
   prev.addEventListener("click", () => {
-    if (index > 0) {
-      index -= 1;
-      load(prev);
-    }
+    if (busy || index === 0) return;
+    index -= 1;
+    load(prev);
   });
   next.addEventListener("click", () => {
-    if (index + 1 < stack.length) {
-      index += 1;
-      load(next);
-    }
+    if (busy || index + 1 >= stack.length) return;
+    index += 1;
+    load(next);
   });
   return { node: h("div", { class: "paged" }, results, pager), load };
 }
