@@ -41,7 +41,7 @@ def client(sqlite_url: str, tmp_path: Path, engine: Engine) -> Iterator[TestClie
 def test_console_redirects_to_its_folder(client: TestClient) -> None:
     response = client.get("/console", follow_redirects=False)
     assert response.status_code == 307
-    assert response.headers["location"] == "/console/"
+    assert response.headers["location"] == "console/"  # relative: works under a prefix
 
 
 def test_index_is_served_with_a_strict_csp(client: TestClient) -> None:

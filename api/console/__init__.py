@@ -81,7 +81,8 @@ def mount_console(app: FastAPI) -> None:
 
     @app.api_route(CONSOLE_PATH, methods=["GET", "HEAD"], include_in_schema=False)
     def console_root() -> RedirectResponse:
-        return RedirectResponse(f"{CONSOLE_PATH}/", status_code=307)
+        # Relative, so the page also works behind a proxy that adds a path prefix.
+        return RedirectResponse("console/", status_code=307)
 
     @app.api_route(f"{CONSOLE_PATH}/", methods=["GET", "HEAD"], include_in_schema=False)
     def console_index() -> Response:

@@ -23,11 +23,19 @@ function query(params) {
   return text ? `?${text}` : "";
 }
 
+/**
+ * The API's URL for `path` ("/admin/…"), relative to the page's own folder, so a
+ * proxy that serves everything under a prefix (/bo/console/ → /bo/admin/…) just works.
+ */
+export function apiUrl(path) {
+  return new URL(`..${path}`, document.baseURI).href;
+}
+
 /** GET a JSON document from the API with the bearer token; throws ApiError. */
 export async function getJson(path, params, token) {
   let response;
   try {
-    response = await fetch(path + query(params), {
+    response = await fetch(apiUrl(path) + query(params), {
       headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
       cache: "no-store",
       credentials: "omit",
