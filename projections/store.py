@@ -13,7 +13,19 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
@@ -37,6 +49,7 @@ STATES = (BUILDING, SERVING, STANDBY, FAILED, RETIRED)
 ACTIVE = (SERVING, STANDBY)  # versions the live runner keeps up to date
 NEW = "__new"
 _CHUNK = 5000
+_COPY_FROM = 200  # rows per table and batch from which PostgreSQL writes go through COPY
 _SETUP_LOCK = 0x626F70726F6A  # "boproj": serialises first-start DDL on PostgreSQL
 
 
@@ -73,9 +86,16 @@ class SqlReader:
         items = sorted(values)
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
-            query = select(physical).where(physical.c[column].in_(chunk))
+            query = select(physical).where(_member(self.conn, physical.c[column], chunk))
             for row in self.conn.execute(query).mappings():
                 yield dict(row)
+
+
+def _member(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN (...)``; on PostgreSQL ``= ANY(:array)``, one parameter however many values."""
+    if is_sqlite(conn):
+        return column.in_(values)
+    return column == any_(bindparam(None, values, type_=postgresql.ARRAY(Text)))
 
 
 def write_changes(conn: Connection, tables: Tables, changes: Changes) -> None:
@@ -88,10 +108,14 @@ def write_changes(conn: Connection, tables: Tables, changes: Changes) -> None:
             physical = tables[name]
             key = next(iter(physical.primary_key.columns))
             for start in range(0, len(keys), _CHUNK):
-                conn.execute(delete(physical).where(key.in_(keys[start : start + _CHUNK])))
+                chunk = keys[start : start + _CHUNK]
+                conn.execute(delete(physical).where(_member(conn, key, chunk)))
 
 
 def _upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
+    if not is_sqlite(conn) and len(rows) >= _COPY_FROM:
+        _copy_upsert(conn, physical, rows)
+        return
     key = next(iter(physical.primary_key.columns)).name
     stmt = sqlite.insert(physical) if is_sqlite(conn) else postgresql.insert(physical)
     stmt = stmt.on_conflict_do_update(
@@ -99,6 +123,25 @@ def _upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
         set_={c.name: stmt.excluded[c.name] for c in physical.columns if c.name != key},
     )
     conn.execute(stmt, list(rows))
+
+
+def _copy_upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
+    """PostgreSQL bulk path: COPY into a temporary table, then one INSERT … ON CONFLICT."""
+    key = next(iter(physical.primary_key.columns)).name
+    columns = [c.name for c in physical.columns]
+    stage = f"bo_stage_{physical.name}"
+    target = qualified(conn, physical.name)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
+    conn.exec_driver_sql(f"TRUNCATE {stage}")
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
+    conn.exec_driver_sql(
+        f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {stage} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
 
 
 def apply_batch(
