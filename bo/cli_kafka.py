@@ -13,8 +13,8 @@ import typer
 from bo.output import EXIT_OK, Reporter, emit
 from bo.wiring import bootstrap
 from eventlog.backfill import backfill, parse_tables
-from eventlog.errors import ConfigError, UsageError
-from eventlog.kafka import ConsumerConfig, SyncConsumer
+from eventlog.errors import UsageError
+from eventlog.kafka import ConsumerConfig, SyncConsumer, check_kafka_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -36,8 +36,7 @@ def consume(
 ) -> int:
     """Consume Debezium topics (BO_KAFKA_TOPICS) into the log until SIGTERM or Ctrl-C."""
     c = bootstrap()
-    if not c.settings.kafka_bootstrap:
-        raise ConfigError("BO_KAFKA_BOOTSTRAP is not set: `bo consume` needs a Kafka broker")
+    check_kafka_settings(c.settings)
     c.require_database()
     stop = threading.Event()
     previous = _on_signals(stop)

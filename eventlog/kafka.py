@@ -98,6 +98,7 @@ class ConsumerConfig:
     commit_timeout_ms: int = 5000
     check_crcs: bool = True
     fetch_max_wait_ms: int = 50  # an idle fetch returns this soon: bounds added latency
+    bootstrap_timeout_ms: int = 5000  # one connection attempt; then back off and retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,22 @@ def write_heartbeat(
 # ---------------------------------------------------------------- the consumer
 
 
+def check_kafka_settings(settings: Settings) -> None:
+    """Refuse missing or malformed Kafka settings at start, with one clear line."""
+    if not settings.kafka_bootstrap:
+        raise ConfigError("BO_KAFKA_BOOTSTRAP is not set: the consumer needs a broker")
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"BO_KAFKA_BOOTSTRAP: expected host:port[,host:port...], got {server.strip()!r}"
+            )
+    if not settings.topics:
+        raise ConfigError("BO_KAFKA_TOPICS is empty: name at least one topic")
+    if settings.dlq_topic is not None and settings.dlq_topic.strip() in settings.topics:
+        raise ConfigError("BO_DLQ_TOPIC must not be one of BO_KAFKA_TOPICS")
+
+
 class SyncConsumer:
     """One member of the consumer group (see the module docstring for the protocol)."""
 
@@ -297,8 +314,7 @@ class SyncConsumer:
         *,
         on_batch: Callable[[Durable], None] | None = None,
     ) -> None:
-        if not settings.kafka_bootstrap:
-            raise ConfigError("BO_KAFKA_BOOTSTRAP is not set: the consumer needs a broker")
+        check_kafka_settings(settings)
         self.settings = settings
         self.engine = engine
         self.stop = stop
@@ -319,7 +335,9 @@ class SyncConsumer:
         self.last_poll_empty = True
         self.last_heartbeat = 0.0
         self.broker_backoff = Backoff(self.config.backoff_start, self.config.backoff_max)
-        self.db_backoff = Backoff(self.config.backoff_start, self.config.backoff_max)
+        # keep polling often enough to stay in the group while the database is down
+        db_cap = min(self.config.backoff_max, self.config.max_poll_interval_ms / 2500)
+        self.db_backoff = Backoff(self.config.backoff_start, db_cap)
 
     # -- lifecycle
 
@@ -351,9 +369,10 @@ class SyncConsumer:
                 session_timeout_ms=cfg.session_timeout_ms,
                 heartbeat_interval_ms=cfg.heartbeat_interval_ms,
                 metadata_max_age_ms=cfg.metadata_max_age_ms,
-                allow_auto_create_topics=False,
+                allow_auto_create_topics=False,  # topics are provisioned, never guessed
                 check_crcs=cfg.check_crcs,
-                fetch_max_wait_ms=cfg.fetch_max_wait_ms,  # topics are provisioned, never guessed
+                fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+                bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
                 reconnect_backoff_max_ms=int(cfg.backoff_max * 1000),
             )
             consumer.subscribe(self.settings.topics, listener=_Listener(self))
@@ -421,6 +440,17 @@ class SyncConsumer:
             logger.warning(
                 "broker error ({}); retrying in {:.1f} s", exc, self.broker_backoff.delay
             )
+            self.broker_backoff.wait(self.stop)
+        except Exception:
+            # Never crash the service: log with the traceback, reconnect, re-read from the
+            # database offsets (nothing uncommitted is lost; the log dedupes re-reads).
+            self.stats.broker_retries += 1
+            logger.exception("unexpected consumer error; reconnecting")
+            self.batch = []
+            self.paused_for_db = False
+            self._close()
+            for state in (self.pending, self.expected, self.durable, self.rewound):
+                state.clear()
             self.broker_backoff.wait(self.stop)
 
     def _poll(self) -> None:
@@ -516,6 +546,7 @@ class SyncConsumer:
                     client_id=f"{self.member}-dlq",
                     acks="all",
                     retries=5,
+                    bootstrap_timeout_ms=self.config.bootstrap_timeout_ms,
                 )
             for rec, letter in rejected:
                 self.producer.send(
@@ -585,7 +616,12 @@ class SyncConsumer:
         for key in sorted(self.pending):
             tp = TopicPartition(*key)
             offset = stored.get(key)
-            if offset is not None and self.consumer.committed(tp) is None:
+            committed = (
+                self.consumer.committed(tp, timeout_ms=self.config.commit_timeout_ms)
+                if offset is not None
+                else None
+            )
+            if offset is not None and committed is None:
                 self._mark_rewound(key, "the broker has no committed offset for this group")
                 offset = None
             if offset is None:
@@ -636,11 +672,13 @@ class SyncConsumer:
         if self.consumer is None:
             return 0, False
         total = 0
-        known = True
+        known = self._coordinator_known()
         for tp in self.consumer.assignment():
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
             done = self.durable.get(key)
+            if done is None and highwater is not None and key not in self.pending:
+                done = self._position(tp)  # nothing appended yet: where we read from
             if highwater is None or done is None or key in self.pending:
                 known = False
                 continue
@@ -648,6 +686,25 @@ class SyncConsumer:
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
             total += behind
         return total, known
+
+    def _position(self, tp: Any) -> int | None:
+        try:
+            return int(self.consumer.position(tp, timeout_ms=100))
+        except (KafkaError, AssertionError, TypeError, ValueError):
+            return None
+
+    def _coordinator_known(self) -> bool:
+        """False while the group coordinator is unreachable (the broker is down).
+
+        kafka-python keeps the last high watermarks while disconnected, so without this
+        a consumer cut off from the broker would keep reporting itself caught up.
+        """
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        unknown = getattr(coordinator, "coordinator_unknown", None)
+        try:
+            return not (callable(unknown) and unknown())
+        except Exception:  # an internal API: if it changes, assume the broker is fine
+            return True
 
     def _heartbeat(self, *, force: bool, appended: bool = False) -> None:
         now = time.monotonic()

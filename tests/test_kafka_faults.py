@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from eventlog.db import make_engine
 from eventlog.ingest import ingest_stream, read_lines
 from eventlog.kafka import read_offsets
 from eventlog.migrate import upgrade
-from eventlog.schema import events, kafka_offsets
+from eventlog.schema import consumer_heartbeats, events, kafka_offsets
 from eventlog.settings import Settings
 from eventlog.store import EventLog
+from eventlog.timeutil import parse_ts, utcnow
 from projections import registry
 from projections.checksum import table_checksum
 from projections.runner import Runner
@@ -244,7 +246,16 @@ def test_broker_restart_consumer_survives_and_resumes(
     running = start_consumer(settings, pg_engine)
     wait_for(lambda: log_count(pg_engine) == 1500, 60, "first events")
 
+    wait_for(lambda: _heartbeat(pg_engine)[1] is not None, 30, "a caught-up heartbeat")
     own_broker.stop()  # in-memory storage: topics, offsets and groups are gone
+    stopped_at = utcnow()
+    # while the broker is away the member keeps beating but is no longer "caught up"
+    wait_for(
+        lambda: parse_ts(_heartbeat(pg_engine)[0]) > stopped_at + timedelta(seconds=3),
+        30,
+        "heartbeats during the outage",
+    )
+    assert parse_ts(_heartbeat(pg_engine)[1]) < stopped_at + timedelta(seconds=3)
     own_broker.start()
     with contextlib.suppress(TopicAlreadyExistsError):
         create_topics(own_broker.bootstrap, [ledger], partitions=2)
@@ -258,6 +269,14 @@ def test_broker_restart_consumer_survives_and_resumes(
     assert stats.rewinds >= 1
     assert log_count(pg_engine) == 3500
     assert _offsets_total(pg_engine) == 2100  # offsets now describe the recreated log
+
+
+def _heartbeat(engine: Engine) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(consumer_heartbeats.c.heartbeat_at, consumer_heartbeats.c.caught_up_at)
+        ).one()
+    return str(row[0]), None if row[1] is None else str(row[1])
 
 
 def test_postgres_restart_nothing_lost_nothing_doubled(kafka_broker: Broker) -> None:
