@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -203,27 +203,36 @@ def sample_events() -> list[bytes]:
 
 
 def _install_chromium() -> None:
+    """``apt-get update && apt-get install -y chromium`` (a minute or two); fail clearly."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            pytest.fail(f"`{' '.join(command)}` failed ({done.returncode}): {' | '.join(tail)}")
+
+
+def find_or_install_chromium(
+    path: Path = CHROMIUM,
+    *,
+    can_install: Callable[[], bool] = lambda: os.geteuid() == 0 and bool(shutil.which("apt-get")),
+    install: Callable[[], None] = _install_chromium,
+) -> Path:
+    """The Chromium binary: as found; else installed when we are root with apt-get (as
+    on CI); else the test is skipped with the command that installs it."""
+    if path.exists():
+        return path
+    if not can_install():
+        pytest.skip(f"headless Chromium not found at {path}; {INSTALL_HINT}")
+    install()
+    if not path.exists():
+        pytest.fail(f"apt-get installed chromium but {path} is still missing")
+    return path
 
 
 @pytest.fixture(scope="session")
 def chromium_executable() -> Path:
-    """The Chromium binary; installed with apt when missing and we are root."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"headless Chromium not found at {CHROMIUM}; {INSTALL_HINT}")
-    _install_chromium()
-    if not CHROMIUM.exists():
-        pytest.fail(f"apt-get installed chromium but {CHROMIUM} is still missing")
-    return CHROMIUM
+    return find_or_install_chromium()
 
 
 @pytest.fixture(scope="session")

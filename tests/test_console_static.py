@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 from api.console import CONTENT_SECURITY_POLICY, mount_console, read_asset
 from eventlog.schema import audit_log
 from eventlog.settings import load_settings
+from tests.fixtures_browser import find_or_install_chromium
 
 CONSOLE_DIR = Path(str(resources.files("api.console")))
 JS_FILES = sorted(CONSOLE_DIR.glob("*.js"))
@@ -171,3 +172,37 @@ def test_index_has_no_inline_code_and_labels_every_control() -> None:
 def test_static_files_sit_directly_in_the_package_folder() -> None:
     """Package data is declared as api/console/* — no subfolders would be installed."""
     assert [p for p in CONSOLE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__"] == []
+
+
+# ---------------------------------------------------------------- Chromium for the browser tests
+
+
+def test_chromium_is_used_where_it_is(tmp_path: Path) -> None:
+    binary = tmp_path / "chromium"
+    binary.touch()
+    assert find_or_install_chromium(binary, can_install=lambda: False, install=_never) == binary
+
+
+def test_chromium_is_installed_when_missing_and_root(tmp_path: Path) -> None:
+    binary = tmp_path / "chromium"
+    assert (
+        find_or_install_chromium(binary, can_install=lambda: True, install=binary.touch) == binary
+    )
+
+
+def test_without_chromium_and_root_the_browser_tests_skip_saying_how_to_install(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        find_or_install_chromium(tmp_path / "chromium", can_install=lambda: False, install=_never)
+
+
+def test_an_install_that_leaves_no_binary_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="still missing"):
+        find_or_install_chromium(
+            tmp_path / "chromium", can_install=lambda: True, install=lambda: None
+        )
+
+
+def _never() -> None:
+    raise AssertionError("must not install")
