@@ -132,7 +132,8 @@ class Runner:
             projection = registry.make(cp.projection, cp.version, self.settings)
             if cp.position < head:
                 self._advance(projection, head, item)
-            if checksums and item.state in ACTIVE:
+            unknown = cp.checksum is None or item.applied > 0
+            if checksums and item.state in ACTIVE and unknown:
                 self._refresh_checksum(projection, force=force_checksums, throttle=throttle)
         return {
             "head": head,
@@ -216,6 +217,7 @@ class Runner:
         now = time.monotonic()
         if throttle and now - self._checksummed.get(key, -1e9) < self.checksum_every:
             return
+        self._checksummed[key] = now
         with write_tx(self.engine) as conn:
             cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
             if cp is None or cp.state not in ACTIVE or cp.checksum is not None:
@@ -226,7 +228,6 @@ class Runner:
             digest = table_checksum(conn, pairs_of(projection, tables))
             rows = count_rows(conn, tables[projection.public.name])
             put_checkpoint(conn, projection.name, projection.version, checksum=digest, rows=rows)
-        self._checksummed[key] = now
 
     # ------------------------------------------------------------ recovery
 
