@@ -261,6 +261,38 @@ def test_kst_toggle_moves_every_time_by_nine_hours(page: Page, console_site: Sit
     assert all(t.endswith("UTC") for t in page.locator("time").all_inner_texts())
 
 
+TIME_CASES = [
+    # (stored value, zone, shown)
+    ("2026-01-01T00:00:00.000000Z", "UTC", "2026-01-01 00:00:00 UTC"),
+    ("2026-01-01T00:00:00.000000Z", "KST", "2026-01-01 09:00:00 KST"),
+    ("2026-12-31T23:30:00.123456Z", "KST", "2027-01-01 08:30:00.123456 KST"),
+    ("2026-03-01T06:00:00+09:00", "UTC", "2026-02-28 21:00:00 UTC"),
+    ("2026-01-01T00:00:00", "UTC", "2026-01-01 00:00:00 UTC"),  # no offset: UTC
+    ("not a time", "KST", "not a time"),
+]
+
+
+def test_time_formatting_edge_cases(page: Page, console_site: Site) -> None:
+    page.goto(console_site.console)
+    shown = page.evaluate(
+        """async (cases) => {
+        const t = await import("./time.js");
+        return cases.map(([value, zone]) => t.formatInstant(value, zone));
+      }""",
+        [[value, zone] for value, zone, _ in TIME_CASES],
+    )
+    assert shown == [expected for *_, expected in TIME_CASES]
+    # A range typed in KST is sent as UTC, nine hours earlier.
+    sent = page.evaluate(
+        """async () => {
+        const t = await import("./time.js");
+        t.setZone("KST");
+        return [t.fromInputValue("2026-01-02T08:00"), t.toInputValue("2026-01-01T23:00:00Z")];
+      }"""
+    )
+    assert sent == ["2026-01-01T23:00:00Z", "2026-01-02T08:00:00"]
+
+
 def test_unknown_and_invalid_ids_read_as_sentences(page: Page, console_site: Site) -> None:
     open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, "NO-SUCH-ID")
