@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from kafka import KafkaProducer
 from sqlalchemy import Engine, select
 
 from bo.broker import Broker
@@ -116,3 +119,26 @@ def test_payload_is_stored_unchanged(kafka_broker: Broker, migrated: Engine) -> 
     assert bytes(stored["ledger_entries:U1"]) == raw
     assert b"abc123" not in bytes(stored["ledger_entries:U2"])
     assert orjson.loads(stored["ledger_entries:U2"])["after"]["api_key"] == "[REDACTED]"
+
+
+def test_value_over_1_mib_is_dead_lettered_and_the_partition_moves_on(
+    kafka_broker: Broker, sqlite_url: str, engine_factory: Any
+) -> None:
+    engine = engine_factory(sqlite_url)
+    ledger = unique("ledger-")
+    create_topics(kafka_broker.bootstrap, [ledger], partitions=1)
+    huge = ledger_event("BIG", extra={"memo": "x" * (1024 * 1024 + 10)})
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, max_request_size=4 << 20)
+    producer.send(ledger, value=huge)
+    producer.send(ledger, value=ledger_event("AFTER"))
+    producer.flush(30)
+    producer.close()
+    settings = kafka_settings(kafka_broker.bootstrap, sqlite_url, [ledger])
+    running = start_consumer(settings, engine)
+    wait_for(lambda: running.consumer.stats.records >= 2, 60, "both records")
+    running.finish()
+    assert log_count(engine) == 1
+    with engine.connect() as conn:
+        reasons = conn.execute(select(dead_letters.c.reason)).scalars().all()
+    assert len(reasons) == 1
+    assert reasons[0].startswith("value over 1 MiB")
