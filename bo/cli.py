@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import ArgumentError
 from typer._click.exceptions import ClickException as TyperClickException
 from typer._click.exceptions import NoArgsIsHelpError
 
@@ -23,7 +24,7 @@ from eventlog.deadletters import (
     retry_dead_letters,
     show_dead_letter,
 )
-from eventlog.errors import ChainBroken, UsageError
+from eventlog.errors import ChainBroken, ConfigError, UsageError
 from eventlog.ingest import check_files, ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from eventlog.store import AppendResult
@@ -47,7 +48,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def container() -> Container:
-    return bootstrap()
+    """Settings and engine for a command; a URL that cannot even be parsed is a config error."""
+    c = bootstrap()
+    try:
+        _ = c.engine  # builds the engine (no connection yet): parses BO_DATABASE_URL
+    except (ArgumentError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"BO_DATABASE_URL: cannot be parsed: {detail}") from exc
+    return c
 
 
 @app.command()
