@@ -555,6 +555,12 @@ def test_keyboard_only_search_with_visible_focus(page: Page, console_site: Site)
     assert outline != "none"
 
 
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll("input, select, textarea, button, a")]
+  .filter((el) => el.getClientRects().length > 0)
+  .filter((el) => !((el.labels && el.labels.length) || el.getAttribute("aria-label")
+                    || (el.tagName === "BUTTON" || el.tagName === "A") && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 80))"""
+
 VIEWS = {  # screenshot name → (data-view of the rendered view, URL fragment)
     "transaction": ("tx", f"#/tx/{PAYMENT_TX}"),
     "order": ("order", f"#/order/{PAIR_ORDER}"),
@@ -580,6 +586,9 @@ def test_every_view_reads_at_both_sizes(
         expect(page.locator(f'#view [data-view="{view}"]')).to_be_visible()
         expect(page.locator(".loading")).to_have_count(0)
         expect(page.locator(".page-status:text-matches('Loading')")).to_have_count(0)
+        # Every control has a name a screen reader can say.
+        unnamed = page.evaluate(UNNAMED_CONTROLS)
+        assert unnamed == [], f"{name}: controls without a label: {unnamed}"
         # Nothing spills sideways: wide tables scroll inside their own region.
         overflow = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
         assert overflow <= 0, f"{name} at {label} is {overflow}px too wide"
