@@ -45,7 +45,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from eventlog.db import write_tx
 from eventlog.decode import TABLES
-from eventlog.errors import ConfigError, UsageError
+from eventlog.errors import BoError, ConfigError, UsageError
 from eventlog.schema import backfill_progress
 from eventlog.store import AppendResult, EventLog, Outcome, SourceRef, prepare
 from eventlog.timeutil import now_text
@@ -118,14 +118,18 @@ def libpq_dsn(dsn: str) -> str:
     return dsn
 
 
-def default_run_id(conn: psycopg.Connection[Any], tables: Sequence[str]) -> str:
-    """A stable id for "this OLTP database and these tables", so a re-run resumes."""
+def default_run_id(conn: psycopg.Connection[Any]) -> str:
+    """A stable id for "this OLTP database", so re-running the same command resumes.
+
+    Progress is kept per (run, table): backfilling one table and later all of them
+    skips the one already done.
+    """
     row = conn.execute(
         "SELECT current_database(), coalesce(host(inet_server_addr()), 'local'), "
         "coalesce(inet_server_port(), 0)"
     ).fetchone()
     assert row is not None
-    ident = f"{row[0]}@{row[1]}:{row[2]}/{','.join(tables)}"
+    ident = f"{row[0]}@{row[1]}:{row[2]}"
     digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
     return f"{row[0]}-{digest}"
 
@@ -147,49 +151,74 @@ def backfill(
 
     ``stop_after`` stops after that many rows (tests use it to simulate an interruption).
     """
-    log = EventLog(engine)
     try:
         oltp = psycopg.connect(libpq_dsn(dsn), autocommit=False, connect_timeout=10)
     except psycopg.Error as exc:
         raise ConfigError(f"cannot connect to the OLTP database: {_first_line(exc)}") from exc
-    with oltp:
-        oltp.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        oltp.read_only = True
-        run = run_id or default_run_id(oltp, tables)
-        if restart:
-            _reset_progress(engine, run)
-        snap = _snapshot(oltp)
-        report = BackfillReport(run)
-        columns = {t: _columns(oltp, schema, t) for t in tables}
-        progress = _progress(engine, run)
-        if on_total is not None:
-            on_total(sum(_remaining(oltp, schema, t, columns[t], progress.get(t)) for t in tables))
-        budget = stop_after
-        for table in tables:
-            state = progress.get(table)
-            if state is not None and state[1]:
-                report.tables.append(TableReport(table, skipped=True))
-                continue
-            done = _copy_table(
-                log,
-                oltp,
-                snap,
-                schema,
-                table,
-                columns[table],
-                run,
-                after=state[0] if state else None,
-                batch=batch,
-                budget=budget,
-                on_rows=on_rows,
+    try:
+        with oltp:
+            oltp.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            oltp.read_only = True
+            run = run_id or default_run_id(oltp)
+            if restart:
+                _reset_progress(engine, run)
+            report = BackfillReport(run)
+            _copy_all(
+                EventLog(engine), oltp, report, tables, schema, batch, stop_after, on_total, on_rows
             )
-            report.tables.append(done)
-            if budget is not None:
-                budget -= done.rows
-                if budget <= 0:
-                    break
-        oltp.rollback()
+            oltp.rollback()
+    except psycopg.Error as exc:
+        raise OltpError(
+            f"OLTP database error during backfill: {_first_line(exc)} "
+            "(progress up to the last appended batch is saved: re-run to resume)"
+        ) from exc
     return report
+
+
+class OltpError(BoError):
+    """The OLTP database failed while being read (exit code 2; re-running resumes)."""
+
+
+def _copy_all(
+    log: EventLog,
+    oltp: psycopg.Connection[Any],
+    report: BackfillReport,
+    tables: Sequence[str],
+    schema: str,
+    batch: int,
+    stop_after: int | None,
+    on_total: Callable[[int], None] | None,
+    on_rows: Callable[[int], None] | None,
+) -> None:
+    snap = _snapshot(oltp)
+    columns = {t: _columns(oltp, schema, t) for t in tables}
+    progress = _progress(log.engine, report.run_id)
+    if on_total is not None:
+        on_total(sum(_remaining(oltp, schema, t, columns[t], progress.get(t)) for t in tables))
+    budget = stop_after
+    for table in tables:
+        state = progress.get(table)
+        if state is not None and state[1]:
+            report.tables.append(TableReport(table, skipped=True))
+            continue
+        done = _copy_table(
+            log,
+            oltp,
+            snap,
+            schema,
+            table,
+            columns[table],
+            report.run_id,
+            after=state[0] if state else None,
+            batch=batch,
+            budget=budget,
+            on_rows=on_rows,
+        )
+        report.tables.append(done)
+        if budget is not None:
+            budget -= done.rows
+            if budget <= 0:
+                return
 
 
 # ---------------------------------------------------------------- OLTP side

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from bo.pgcluster import Cluster
-from eventlog.backfill import backfill, parse_tables
+from eventlog.backfill import OltpError, backfill, parse_tables
 from eventlog.errors import ConfigError, UsageError
 from eventlog.schema import backfill_progress, events
 from eventlog.store import iter_events
@@ -172,3 +172,23 @@ def test_cli_backfill_json_and_exit_codes(sqlite_url: str, engine_factory: Any, 
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: --tables: unknown table nope")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_oltp_failure_midway_is_a_clear_error_and_a_rerun_resumes(
+    migrated: Engine, oltp: str
+) -> None:
+    def kill_reader(_rows: int) -> None:
+        with psycopg.connect(oltp, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    with pytest.raises(OltpError, match=r"OLTP database error during backfill.*re-run to resume"):
+        backfill(migrated, oltp, run_id="r3", batch=50, on_rows=kill_reader)
+    partial = log_count(migrated)
+    assert 0 < partial < N_LEDGER + N_ORDERS
+
+    resumed = backfill(migrated, oltp, run_id="r3", batch=50)
+    assert resumed.summary()["duplicate"] == 0
+    assert log_count(migrated) == N_LEDGER + N_ORDERS
