@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -307,15 +308,47 @@ def _lsn(value: Any) -> int | None:
 
 
 def decode_row(spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> Row:
-    """Decode the known columns of one row; unknown columns stay only in the logged bytes."""
+    """Decode the known columns of one row; unknown columns stay only in the logged bytes.
+
+    The hot path of ingest: values already in canonical form (text ids, canonical UTC
+    timestamps, plain decimal strings, integer versions) are validated inline; anything
+    else, and every column that carries a schema, goes through its full decoder.
+    """
     row: Row = {}
+    get = raw.get
     for column, decoder in _decoders(spec):
-        value = raw.get(column)
+        value = get(column)
         if value is None or value == _UNAVAILABLE:
             row[column] = None
             continue
+        if not schemas and type(value) is str:
+            if decoder is decode_text or (
+                _is_canonical_ts(value)
+                if decoder is decode_timestamp
+                else decoder is decode_decimal and _is_plain_decimal(value)
+            ):
+                row[column] = value
+                continue
+        elif not schemas and type(value) is int and decoder is decode_integer:
+            row[column] = value  # ``type`` is exact: a bool is not an int here
+            continue
         row[column] = decoder(column, value, schemas.get(column, _NO_SCHEMA))
     return row
+
+
+def _is_canonical_ts(text: str) -> bool:
+    if len(text) != 27 or text[26] != "Z" or text[19] != "." or text[10] != "T":
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_plain_decimal(text: str) -> bool:
+    # "-0.00" is not canonical (no negative zero): the full decoder rewrites it
+    return _PLAIN_DECIMAL.fullmatch(text) is not None and bool(text.strip("-0."))
 
 
 _NO_SCHEMA: dict[str, Any] = {}
@@ -324,6 +357,7 @@ _DECODERS: dict[TableSpec, list[tuple[str, Decoder]]] = {}
 
 
 def _decoders(spec: TableSpec) -> list[tuple[str, Decoder]]:
+    """(column, its full decoder), cached per table."""
     found = _DECODERS.get(spec)
     if found is not None:
         return found
@@ -365,9 +399,9 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0
 
 def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
     """Decimal as canonical text that keeps the source scale (``"100.50"``)."""
-    if type(value) is str and _PLAIN_DECIMAL.fullmatch(value) and value.strip("-0."):
-        return value  # already canonical: the common case of decimal.handling.mode=string
     name = schema.get("name")
+    if name is None and type(value) is str and _is_plain_decimal(value):
+        return value  # already canonical: the common case of decimal.handling.mode=string
     try:
         if name == "org.apache.kafka.connect.data.Decimal":
             scale = int((schema.get("parameters") or {}).get("scale", 0))
@@ -463,14 +497,18 @@ def _epoch(value: int | Decimal, per_second: int, column: str, *, days: bool = F
     if isinstance(value, Decimal) and value != value.to_integral_value():
         raise DecodeError(f"undecodable timestamp {column}: {_short(value)}")
     number = int(value)
+    if days:
+        number *= 86_400
+        per_second = 1
+    seconds, rest = divmod(number, per_second)
+    micros = rest * 1_000_000 // per_second
     try:
-        if days:
-            moment = _EPOCH_NAIVE + timedelta(days=number)
-        else:
-            seconds, rest = divmod(number, per_second)
-            micros = rest * 1_000_000 // per_second
-            moment = _EPOCH_NAIVE + timedelta(seconds=seconds, microseconds=micros)
+        return f"{_second_text(seconds)}.{micros:06d}Z"
     except (OverflowError, ValueError) as exc:
         raise DecodeError(f"undecodable timestamp {column}: out of range") from exc
-    # isoformat of a naive UTC moment is format_ts's text, faster and zero-padded before 1000
-    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of an epoch second (cached: a stream's times are close)."""
+    return (_EPOCH_NAIVE + timedelta(seconds=seconds)).isoformat()
