@@ -14,9 +14,11 @@ BATCH = 5000
 
 
 def read_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, bytes) for every non-blank line."""
+    """Yield (line number, bytes) for every non-blank line (a leading UTF-8 BOM is dropped)."""
     for number, line in enumerate(stream, start=1):
         data = line.rstrip(b"\r\n")
+        if number == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
         if data.strip():
             yield number, data
 

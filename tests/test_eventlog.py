@@ -326,3 +326,12 @@ def test_concurrent_writers_never_expose_a_gap(pg_url: str, engine_factory: Any)
     for seen in observations:  # every snapshot is a prefix 1..N: no gap is ever visible
         assert seen == list(range(1, len(seen) + 1))
     assert verify_log(engine).events == total
+
+
+def test_read_lines_skips_blanks_and_a_bom_and_accepts_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + event() + b"\r\n\r\n  \n" + event(lsn=2) + b"\n")
+    with path.open("rb") as stream:
+        lines = list(read_lines(stream, "bom.jsonl"))
+    assert [n for n, _ in lines] == [1, 4]
+    assert all(isinstance(prepare(raw), Prepared) for _, raw in lines)
