@@ -318,6 +318,15 @@ def serving_versions(conn: Connection) -> dict[str, int | None]:
 # ---------------------------------------------------------------- first start
 
 
+def setup_lock(conn: Connection) -> None:
+    """Serialise view/checkpoint creation (first start, rebuild swaps) for this transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock; SQLite: already the database write lock.
+    """
+    if not is_sqlite(conn):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_LOCK})
+
+
 def ensure_projections(engine: Engine, settings: Settings | None) -> list[str]:
     """Create the default serving version of every projection that has none yet.
 
@@ -329,8 +338,7 @@ def ensure_projections(engine: Engine, settings: Settings | None) -> list[str]:
             return []
     created: list[str] = []
     with write_tx(engine) as conn:
-        if not is_sqlite(conn):
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_LOCK})
+        setup_lock(conn)
         for name in registry.NAMES:
             if serving_version(conn, name) is not None:
                 continue

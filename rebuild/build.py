@@ -50,6 +50,7 @@ from projections.store import (
     put_checkpoint,
     rename_new,
     serving_version,
+    setup_lock,
     tables_exist,
     tables_for,
 )
@@ -86,7 +87,9 @@ class BuildResult:
 
 
 def lock_projection(conn: Connection, name: str) -> None:
-    """Serialise with the live runner: lock every checkpoint row of ``name`` (PostgreSQL)."""
+    """Serialise with first-start setup and the live runner: the setup lock, then every
+    checkpoint row of ``name`` (PostgreSQL; SQLite's write transaction already does it)."""
+    setup_lock(conn)
     if not is_sqlite(conn):
         conn.execute(
             select(checkpoints.c.version).where(checkpoints.c.projection == name).with_for_update()
@@ -173,6 +176,7 @@ def build(
 
 def _prepare(engine: Engine, projection: Projection) -> Tables:
     with write_tx(engine) as conn:
+        setup_lock(conn)
         drop_tables(conn, projection, NEW)  # leftovers of a crashed rebuild
         new = create_tables(conn, projection, NEW, indexes=False)
         cp = get_checkpoint(conn, projection.name, projection.version)

@@ -314,3 +314,44 @@ def test_console_script_usage_error(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "error: unknown projection 'nope' (use ledger_entries, payment_orders, pairs)"
     ]
+
+
+def test_rebuild_while_ingest_and_the_live_runner_run(migrated: Engine, cli: Any) -> None:
+    fill(migrated, 30)
+    runner = Runner(migrated, None, poll_interval=0.05)
+    stop = threading.Event()
+    follower = threading.Thread(target=runner.run_forever, args=(stop,))
+    follower.start()
+    more = [
+        event(
+            L, "u", ledger_row(f"P{i}", related_id=f"O{i}", version=2, amount="5.00"), lsn=5000 + i
+        )
+        for i in range(30)
+    ]
+    feeder_errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for line in more:
+                append(migrated, [line])
+        except BaseException as exc:  # surfaced below
+            feeder_errors.append(exc)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        for name in ("ledger_entries", "pairs"):
+            code, out = cli("--projection", name, "--batch", "5")
+            assert code == 0, out
+    finally:
+        feeder.join(timeout=60)
+        stop.set()
+        follower.join(timeout=30)
+    assert feeder_errors == []
+    Runner(migrated, None).run_once()
+    code, report = cli("verify", "--json")
+    assert code == 0, report
+    with migrated.connect() as conn:
+        found = conn.execute(select(view_table(LEDGER_ENTRIES))).mappings().all()
+    rows = {r["tx_id"]: r for r in found}
+    assert all(rows[f"P{i}"]["amount"] == "5.00" for i in range(30))
