@@ -29,6 +29,7 @@ from projections.pairs import PAIRS
 from projections.tables import view_table
 
 BO = Path(sys.executable).parent / "bo"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 # ---------------------------------------------------------------- the sample
@@ -298,8 +299,23 @@ def test_the_printed_curl_lines_work_and_ctrl_c_exits_cleanly(
     assert answers["a wallet history"]["items"]
     assert answers["the audit log"]["items"], "the lookups above were audited"
     assert httpx.get(f"{base}/console", follow_redirects=True, timeout=10).status_code == 200
+    assert_readme_example_is_true(answers["a COMPLETE pair"])
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
+
+
+def assert_readme_example_is_true(answer: dict[str, Any]) -> None:
+    """The README's example response is what the demo really answers (lag aside)."""
+    readme = README.read_text(encoding="utf-8")
+    api = readme[readme.index("## API") :]
+    block = re.search(r"```json\n(.*?)```", api, re.S)
+    assert block
+    example = json.loads(block.group(1))
+    assert f"/admin/tx/{answer['tx_id']}" in api
+    for volatile in ("data_lag_sec",):
+        example.pop(volatile)
+        answer = {k: v for k, v in answer.items() if k != volatile}
+    assert example == answer
 
 
 def read_banner(proc: subprocess.Popen[str]) -> str:
