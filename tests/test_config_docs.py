@@ -118,3 +118,41 @@ def test_every_rebuild_command_is_in_the_cli_reference() -> None:
     root = typer.main.get_command(command) if isinstance(command, typer.Typer) else command
     missing = [p for p in command_paths(root, "rebuild") if f"`{p}" not in reference]
     assert not missing, f"README CLI reference lacks: {missing}"
+
+
+def all_commands() -> list[tuple[str, Any]]:
+    """(path, command) for every `bo` and `rebuild` command, the rebuild root included."""
+    from rebuild.cli import app as rebuild_app
+
+    found: list[tuple[str, Any]] = []
+
+    def walk(command: Any, path: str) -> None:
+        subs = getattr(command, "commands", None)
+        if not isinstance(subs, dict) or getattr(command, "invoke_without_command", False):
+            found.append((path, command))
+        for name, sub in (subs or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(bo_app), "bo")
+    walk(typer.main.get_command(rebuild_app), "rebuild")
+    return [(p, c) for p, c in found if p != "bo"]
+
+
+def test_every_option_is_in_the_cli_reference() -> None:
+    """Each command's row in the README names every option it takes (--json/--help aside)."""
+    rows = {
+        m.group(1): line
+        for line in section(README.read_text(encoding="utf-8"), "CLI").splitlines()
+        if (m := re.match(r"^\| `([a-z][a-z-]*(?: [a-z][a-z-]*)*)", line))
+    }
+    missing: list[str] = []
+    for path, command in all_commands():
+        row = rows.get(path)
+        if row is None:
+            missing.append(path)
+            continue
+        for param in command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            if longs and longs[0] not in ("--json", "--help") and longs[0] not in row:
+                missing.append(f"{path} {longs[0]}")
+    assert not missing, f"README CLI reference lacks: {missing}"
