@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import Engine, desc, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -156,8 +157,9 @@ def pick_ids(engine: Engine) -> DemoIds:
                 .limit(1)
             ).scalar()
             ids.wallet = None if busiest is None else str(busiest)
-    except DBAPIError:
-        return ids  # projections not built: the demo still serves, with fewer examples
+    except DBAPIError as exc:  # projections not built: the demo still serves, fewer examples
+        logger.warning("no example ids: the projections cannot be read ({})", exc.orig)
+        return ids
     return ids
 
 
