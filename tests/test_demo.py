@@ -19,9 +19,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bo.demo import SAMPLE
+from bo.demo import SAMPLE, pick_ids
 from bo.sample.generate import STATUS_MAP, generate
 from eventlog.db import make_engine
+from eventlog.migrate import upgrade
 from eventlog.settings import load_status_map
 from eventlog.store import Prepared, Rejected, SourceRef, Tombstone, prepare
 from projections.ledger_entries import LEDGER_ENTRIES
@@ -357,3 +358,12 @@ def test_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0
     assert f"127.0.0.1:{port}" in proc.stderr
     assert not (tmp_path / "var").exists(), "nothing done before the port check"
+
+
+def test_pick_ids_without_projections_gives_none_not_a_crash(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade(engine)  # the log exists, no projection was ever built
+        assert all(value is None for value in pick_ids(engine).__dict__.values())
+    finally:
+        engine.dispose()
