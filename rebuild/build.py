@@ -54,6 +54,7 @@ from projections.store import (
     tables_exist,
     tables_for,
 )
+from rebuild.decoding import parallel_batches
 from rebuild.locks import projection_lock
 
 BATCH = 20_000
@@ -105,15 +106,27 @@ def replay(
     upto: int | None = None,
     batch: int = BATCH,
     progress: Progress | None = None,
+    workers: int = 0,
 ) -> tuple[int, int]:
     """Apply events ``after < position <= upto`` (default: the head) in batches.
 
-    Each batch is its own transaction. Returns (last position, rows added to the public table).
+    Each batch is its own transaction. With ``workers`` > 0 the events are decoded in
+    that many processes (:mod:`rebuild.decoding`).
+    Returns (last position, rows added to the public table).
     """
     with read_tx(engine) as conn:
         head = head_position(conn) if upto is None else upto
     position, rows = after, 0
     public = projection.public.name
+    if workers > 0 and head > after:
+        for events in parallel_batches(engine, after, head, batch, workers):
+            with write_tx(engine) as conn:
+                changes = apply_batch(conn, projection, tables, events)
+            rows += changes.rows_delta.get(public, 0)
+            position = events[-1].position
+            if progress is not None:
+                progress(position, head)
+        return position, rows
     while position < head:
         with write_tx(engine) as conn:
             events = next(iter_events(conn, position, upto=head, batch=batch), [])
@@ -146,13 +159,16 @@ def build(
     promote: bool = True,
     batch: int = BATCH,
     progress: Progress | None = None,
+    workers: int = 0,
 ) -> BuildResult:
     """Rebuild ``name`` version ``version`` (default newest) from position 1 and swap it in."""
     projection = registry.make(name, version, settings)
     started = time.monotonic()
     with projection_lock(engine, name):
         new = _prepare(engine, projection)
-        position, rows = replay(engine, projection, new, batch=batch, progress=progress)
+        position, rows = replay(
+            engine, projection, new, batch=batch, progress=progress, workers=workers
+        )
         with write_tx(engine) as conn:
             create_indexes(conn, projection, NEW)
         position, more = replay(engine, projection, new, after=position, batch=batch)

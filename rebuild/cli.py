@@ -66,15 +66,19 @@ def main_command(
         bool, typer.Option("--no-promote", help="Build as standby; do not change what serves.")
     ] = False,
     batch: Annotated[int, typer.Option(help="Events per batch (1 to 1,000,000).")] = BATCH,
+    workers: Annotated[
+        int, typer.Option(help="Processes decoding events in parallel (0: in-process).")
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> int:
     """Build a projection version from position 1 and swap it in atomically."""
     if ctx.invoked_subcommand is not None:
-        if projection or version is not None or no_promote or as_json:
+        if projection or version is not None or no_promote or as_json or workers:
             raise UsageError("put options after the subcommand (e.g. rebuild diff --projection P)")
         return EXIT_OK
     name = _projection(projection)
     _within("--batch", batch, 1, 1_000_000)
+    _within("--workers", workers, 0, 32)
     c = _container()
     head = c.log.head()
     reporter = Reporter(f"rebuild {name}", head, enabled=True)
@@ -95,6 +99,7 @@ def main_command(
             promote=not no_promote,
             batch=batch,
             progress=progress,
+            workers=workers,
         )
     emit(result.as_dict(), as_json, _build_line)
     return EXIT_OK
