@@ -146,11 +146,14 @@ class AuditWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.commits = 0
+        self.commits = 0  # batches made durable
+        self.submitted = 0  # records handed in (for tests and metrics of batching)
 
     def submit(self, entry: AuditEntry) -> Future[int]:
+        """Queue a record; the future resolves to its id once it is durable."""
         self._ensure_started()
         future: Future[int] = Future()
+        self.submitted += 1
         self._queue.put((entry, future))
         return future
 
@@ -164,8 +167,14 @@ class AuditWriter:
             raise AuditUnavailable(str(exc)) from exc
 
     async def awrite(self, entry: AuditEntry) -> int:
+        """Await durability from an event loop (one loop wake-up per batch, not per record)."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[int] = loop.create_future()
+        self.submitted += 1
+        self._queue.put((entry, _LoopWaiter(loop, waiter)))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(entry)), self.timeout)
+            return await asyncio.wait_for(waiter, self.timeout)
         except AuditUnavailable:
             raise
         except Exception as exc:
@@ -204,20 +213,50 @@ class AuditWriter:
                 batch.append(nxt)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[AuditEntry, Future[int]]]) -> None:
+    def _commit(self, batch: list[tuple[AuditEntry, Waiter]]) -> None:
         try:
             with write_tx(self.engine) as conn:
-                ids = append_records(conn, [entry for entry, _ in batch])
+                ids: list[int | BaseException] = list(
+                    append_records(conn, [entry for entry, _ in batch])
+                )
         except Exception as exc:  # any failure means "not durable": fail every waiter
             logger.error("audit write failed for {} records: {}", len(batch), _one_line(exc))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(AuditUnavailable(_one_line(exc)))
-            return
-        self.commits += 1
-        for (_, future), record_id in zip(batch, ids, strict=True):
-            if not future.done():
-                future.set_result(record_id)
+            ids = [AuditUnavailable(_one_line(exc))] * len(batch)
+        else:
+            self.commits += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+        for (_, waiter), outcome in zip(batch, ids, strict=True):
+            if isinstance(waiter, _LoopWaiter):
+                by_loop.setdefault(waiter.loop, []).append((waiter.future, outcome))
+            elif not waiter.done():
+                if isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                continue
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopWaiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[int]
+
+
+Waiter = Future[int] | _LoopWaiter
+
+
+def _settle(items: list[tuple[asyncio.Future[int], Any]]) -> None:
+    for future, outcome in items:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _one_line(exc: BaseException) -> str:

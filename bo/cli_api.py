@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from loguru import logger
@@ -34,57 +34,87 @@ def serve_command(
     with_consumer: Annotated[
         bool, typer.Option("--with-consumer", help="Also run the Kafka consumer in-process.")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API worker processes (stateless replicas).")
+    ] = 1,
 ) -> int:
     """Serve the admin API (uvicorn), with the projection runner in-process by default."""
     c = bootstrap()
     c.require_database()
     if with_consumer and not c.settings.kafka_bootstrap:
         raise UsageError("--with-consumer needs BO_KAFKA_BOOTSTRAP")
-    serve(c, host=host, port=port, projector=not no_projector, consumer=with_consumer)
+    serve(
+        c,
+        host=host,
+        port=port,
+        projector=not no_projector,
+        consumer=with_consumer,
+        workers=workers,
+    )
     return EXIT_OK
 
 
-def serve(c: Container, *, host: str, port: int, projector: bool, consumer: bool) -> None:
-    """Run uvicorn until Ctrl-C/SIGTERM; background workers get the same stop event."""
+def app_factory() -> Any:
+    """The app for one uvicorn worker process (``--workers N``): settings from the environment."""
+    from api.app import create_app
+
+    c = bootstrap()
+    return create_app(c.settings, c.engine)
+
+
+def serve(
+    c: Container, *, host: str, port: int, projector: bool, consumer: bool, workers: int = 1
+) -> None:
+    """Run uvicorn until Ctrl-C/SIGTERM; background workers get the same stop event.
+
+    With ``workers > 1`` uvicorn forks worker processes that each build the app from the
+    environment (the API is stateless; the audit chain is serialised in the database);
+    the projector and consumer still run once, in this process.
+    """
     import uvicorn
 
     from api.app import create_app
 
     stop = threading.Event()
-    workers: list[threading.Thread] = []
+    threads: list[threading.Thread] = []
     if projector:
         from projections.runner import Runner
 
         runner = Runner(c.engine, c.settings)
-        workers.append(_worker("projector", lambda: runner.run_forever(stop)))
+        threads.append(_worker("projector", lambda: runner.run_forever(stop)))
     if consumer:
         from eventlog.kafka import run_consumer
 
-        workers.append(_worker("consumer", lambda: run_consumer(c.settings, c.engine, stop)))
-    app = create_app(c.settings, c.engine)
+        threads.append(_worker("consumer", lambda: run_consumer(c.settings, c.engine, stop)))
     # proxy_headers off: X-Forwarded-For is honoured only from BO_TRUSTED_PROXIES, by the
     # app itself (uvicorn would otherwise trust it from 127.0.0.1 and rewrite the peer).
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        proxy_headers=False,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
-    for thread in workers:
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_config": None,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    for thread in threads:
         thread.start()
     logger.info(
-        "serving on http://{}:{} (projector={}, consumer={})", host, port, projector, consumer
+        "serving on http://{}:{} (workers={}, projector={}, consumer={})",
+        host,
+        port,
+        workers,
+        projector,
+        consumer,
     )
     try:
-        server.run()
+        if workers > 1:
+            uvicorn.run("bo.cli_api:app_factory", factory=True, workers=workers, **options)
+        else:
+            app = create_app(c.settings, c.engine)
+            uvicorn.Server(uvicorn.Config(app, lifespan="on", **options)).run()
     finally:
         stop.set()
-        for thread in workers:
+        for thread in threads:
             thread.join(timeout=30)
         c.close()
 

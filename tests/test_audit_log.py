@@ -279,9 +279,11 @@ def test_concurrent_requests_share_commits(sqlite_env: ApiEnv) -> None:
         ]
         for t in threads:
             t.start()
-        deadline = threading.Event()
-        while writer._queue.qsize() < n - 1 and not deadline.wait(0.01):
-            pass
+        waited = threading.Event()
+        for _ in range(2000):  # wait (bounded) until every request has handed in its record
+            if writer.submitted >= n or waited.wait(0.01):
+                break
+        assert writer.submitted == n
         assert statuses == []  # nobody answered while their records were not durable
         blocker.execute("COMMIT")
         for t in threads:
