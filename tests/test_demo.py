@@ -367,3 +367,26 @@ def test_pick_ids_without_projections_gives_none_not_a_crash(sqlite_url: str) ->
         assert all(value is None for value in pick_ids(engine).__dict__.values())
     finally:
         engine.dispose()
+
+
+@pytest.mark.pg
+def test_demo_works_the_same_on_postgresql(
+    pg_url: str, tmp_path: Path, first_run: dict[str, Any]
+) -> None:
+    env = _env() | {"BO_DATABASE_URL": pg_url, "BO_VAR_DIR": str(tmp_path / "var")}
+    proc = subprocess.run(
+        [str(BO), "demo", "--no-serve", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["database"].startswith("postgresql+psycopg://")
+    assert data["ingested"]["appended"] == data["head"] > 3_000
+    assert data["ids"] == first_run["ids"], "the same log gives the same rows on both backends"
+    assert not data["projections"]["failed"]
