@@ -25,7 +25,7 @@ from eventlog.deadletters import (
     show_dead_letter,
 )
 from eventlog.errors import ChainBroken, ConfigError, UsageError
-from eventlog.ingest import check_files, ingest_stream, read_lines
+from eventlog.ingest import check_files, default_workers, ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from eventlog.store import AppendResult
 from eventlog.verify import verify_log
@@ -81,15 +81,21 @@ def ingest(
     no_project: Annotated[
         bool, typer.Option("--no-project", help="Do not catch the projections up.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(help="Processes preparing events; 0 = by input size and CPUs."),
+    ] = 0,
 ) -> int:
     """Append change events from JSONL files (or stdin) to the log."""
+    if workers < 0:
+        raise UsageError("--workers must be 0 (automatic) or more")
     check_files(files)
     c = container()
     c.require_database()
     total = AppendResult()
     started = time.monotonic()
     for name in files:
-        total.add(_ingest_one(c, name))
+        total.add(_ingest_one(c, name, workers))
     summary: dict[str, object] = dict(total.summary())
     summary["head"] = c.log.head()
     if not no_project:
@@ -99,8 +105,9 @@ def ingest(
     return EXIT_OK
 
 
-def _ingest_one(c: Container, name: str) -> AppendResult:
+def _ingest_one(c: Container, name: str, workers: int) -> AppendResult:
     size = Path(name).stat().st_size if name != "-" else None
+    processes = workers or default_workers(size)
     reporter = Reporter(f"ingest {name}", size, enabled=True)
     seen = [0]
 
@@ -110,9 +117,11 @@ def _ingest_one(c: Container, name: str) -> AppendResult:
 
     with reporter.running():
         if name == "-":
-            return ingest_stream(c.log, read_lines(sys.stdin.buffer, "-"), "-", on_batch=on_batch)
+            lines = read_lines(sys.stdin.buffer, "-")
+            return ingest_stream(c.log, lines, "-", workers=processes, on_batch=on_batch)
         with open(name, "rb") as stream:
-            return ingest_stream(c.log, read_lines(stream, name), name, on_batch=on_batch)
+            lines = read_lines(stream, name)
+            return ingest_stream(c.log, lines, name, workers=processes, on_batch=on_batch)
 
 
 def _ingest_line(d: dict[str, object]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from loguru import logger
@@ -72,6 +72,50 @@ class Tombstone:
 
 
 Outcome = Prepared | Rejected | Tombstone
+
+
+class Staged(NamedTuple):
+    """A :class:`Prepared` reduced to exactly what the log row stores.
+
+    Cheap to pickle (a tuple of strings and bytes, ~2 µs round trip against ~30 µs for a
+    ``Prepared`` with its decoded row), so file ingest's worker processes send these back.
+    """
+
+    event_id: str
+    payload: bytes
+    redacted_paths: str  # JSON text
+    table: str
+    op: str
+    entity_key: str
+    group_key: str | None
+    source_ts: str | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
+
+
+def stage(outcome: Outcome) -> Outcome | Staged:
+    """``Prepared`` → :class:`Staged`; dead letters and tombstones pass unchanged."""
+    if not isinstance(outcome, Prepared):
+        return outcome
+    change, source = outcome.change, outcome.source
+    paths = orjson.dumps(outcome.redacted_paths).decode() if outcome.redacted_paths else "[]"
+    return Staged(
+        outcome.event_id,
+        outcome.payload,
+        paths,
+        change.table,
+        change.op,
+        change.entity_key,
+        change.group_key,
+        change.source_ts,
+        source.topic,
+        source.partition,
+        source.offset,
+    )
+
+
+Appendable = Outcome | Staged
 
 
 @dataclass(slots=True)
@@ -152,7 +196,7 @@ class EventLog:
 
     def append(
         self,
-        outcomes: Sequence[Outcome],
+        outcomes: Sequence[Appendable],
         *,
         also: Callable[[Connection], None] | None = None,
     ) -> AppendResult:
@@ -201,18 +245,19 @@ def _known(conn: Connection, ids: list[str]) -> set[str]:
     return known
 
 
-def append_in(conn: Connection, outcomes: Sequence[Outcome]) -> AppendResult:
+def append_in(conn: Connection, outcomes: Sequence[Appendable]) -> AppendResult:
     """Append inside the caller's write transaction."""
     result = AppendResult()
-    prepared = [o for o in outcomes if isinstance(o, Prepared)]
-    rejected = [o for o in outcomes if isinstance(o, Rejected)]
-    result.tombstone = sum(isinstance(o, Tombstone) for o in outcomes)
+    staged = [stage(o) if isinstance(o, Prepared) else o for o in outcomes]
+    ready = [o for o in staged if isinstance(o, Staged)]
+    rejected = [o for o in staged if isinstance(o, Rejected)]
+    result.tombstone = sum(isinstance(o, Tombstone) for o in staged)
     now = now_text()
     _lock(conn)
     position, prev = _head(conn)
-    seen = _known(conn, [p.event_id for p in prepared]) if prepared else set()
+    seen = _known(conn, [p.event_id for p in ready]) if ready else set()
     rows: list[tuple[Any, ...]] = []
-    for item in prepared:
+    for item in ready:
         if item.event_id in seen:
             result.duplicate += 1
             continue
@@ -306,22 +351,21 @@ def _where(source: SourceRef) -> str:
     return f"{source.file}:{source.line}"
 
 
-def _event_row(item: Prepared, position: int, prev: str, digest: str, now: str) -> tuple[Any, ...]:
-    change = item.change
+def _event_row(item: Staged, position: int, prev: str, digest: str, now: str) -> tuple[Any, ...]:
     return (
         position,
         item.event_id,
-        item.source.topic,
-        item.source.partition,
-        item.source.offset,
-        change.table,
-        change.op,
-        change.entity_key,
-        change.group_key,
-        change.source_ts,
+        item.topic,
+        item.partition,
+        item.offset,
+        item.table,
+        item.op,
+        item.entity_key,
+        item.group_key,
+        item.source_ts,
         now,
         item.payload,
-        orjson.dumps(item.redacted_paths).decode(),
+        item.redacted_paths,
         prev,
         digest,
     )

@@ -335,3 +335,18 @@ def test_read_lines_skips_blanks_and_a_bom_and_accepts_crlf(tmp_path: Path) -> N
         lines = list(read_lines(stream, "bom.jsonl"))
     assert [n for n, _ in lines] == [1, 4]
     assert all(isinstance(prepare(raw), Prepared) for _, raw in lines)
+
+
+def test_worker_processes_give_the_same_log(
+    tmp_path: Path, sqlite_url: str, engine_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("eventlog.ingest.CHUNK", 7)  # many chunks, out-of-order completion
+    lines = sample_stream(30)
+    heads = []
+    for workers, url in ((1, sqlite_url), (3, f"sqlite:///{tmp_path / 'parallel.db'}")):
+        engine = engine_factory(url)
+        result = ingest_stream(
+            EventLog(engine), enumerate(lines, 1), "f", batch=20, workers=workers
+        )
+        heads.append((result.summary(), verify_log(engine).head_hash))
+    assert heads[0] == heads[1]
