@@ -33,6 +33,13 @@ def consume(
     batch_ms: Annotated[
         int, typer.Option(min=0, max=60_000, help="Longest wait to fill a batch (ms).")
     ] = 50,
+    check_crcs: Annotated[
+        bool,
+        typer.Option(
+            "--check-crcs/--no-check-crcs",
+            help="Verify record-batch CRC32C (slow in pure Python unless crc32c is installed).",
+        ),
+    ] = True,
 ) -> int:
     """Consume Debezium topics (BO_KAFKA_TOPICS) into the log until SIGTERM or Ctrl-C."""
     c = bootstrap()
@@ -43,7 +50,10 @@ def consume(
     started = time.monotonic()
     try:
         consumer = SyncConsumer(
-            c.settings, c.engine, stop, ConsumerConfig(batch_size=batch_size, batch_ms=batch_ms)
+            c.settings,
+            c.engine,
+            stop,
+            ConsumerConfig(batch_size=batch_size, batch_ms=batch_ms, check_crcs=check_crcs),
         )
         stats = consumer.run()
     finally:

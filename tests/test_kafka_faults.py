@@ -165,7 +165,16 @@ def _bo_consume(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "bo.cli", "consume", "--json", "--batch-size", "500"],
+            [
+                sys.executable,
+                "-m",
+                "bo.cli",
+                "consume",
+                "--json",
+                "--batch-size",
+                "500",
+                "--no-check-crcs",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,
