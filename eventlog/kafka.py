@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,15 +311,12 @@ class SyncConsumer:
         engine: Engine,
         stop: threading.Event,
         config: ConsumerConfig | None = None,
-        *,
-        on_batch: Callable[[Durable], None] | None = None,
     ) -> None:
         check_kafka_settings(settings)
         self.settings = settings
         self.engine = engine
         self.stop = stop
         self.config = config or ConsumerConfig()
-        self.on_batch = on_batch
         self.group = settings.kafka_group
         self.member = member_id(self.group)
         self.stats = ConsumeStats()
@@ -516,8 +513,6 @@ class SyncConsumer:
             self._produce_dlq(durable.rejected)
         self._commit_kafka(durable.offsets)
         self._heartbeat(force=False, appended=True)
-        if self.on_batch is not None:
-            self.on_batch(durable)
 
     def _commit_kafka(self, offsets: dict[TopicPartitionKey, int]) -> None:
         if not offsets or self.consumer is None:
