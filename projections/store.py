@@ -227,17 +227,24 @@ def put_checkpoint(conn: Connection, name: str, version: int, **values: Any) -> 
 def create_tables(
     conn: Connection, projection: Projection, suffix: str = "", *, indexes: bool = True
 ) -> Tables:
-    """Create the version's tables (empty), with their secondary indexes unless told not to."""
+    """Create the version's tables (empty) and their secondary indexes.
+
+    ``indexes=False`` (bulk loads) leaves out the public tables' indexes, to be added after
+    the load; internal tables keep theirs, because the fold looks rows up through them.
+    """
     tables = tables_for(projection, suffix)
     for physical in tables.values():
         conn.execute(CreateTable(physical, if_not_exists=True))
-    if indexes:
-        create_indexes(conn, projection, suffix)
+    create_indexes(conn, projection, suffix, public=indexes)
     return tables
 
 
-def create_indexes(conn: Connection, projection: Projection, suffix: str = "") -> None:
-    for physical in tables_for(projection, suffix).values():
+def create_indexes(
+    conn: Connection, projection: Projection, suffix: str = "", *, public: bool = True
+) -> None:
+    for table, physical in pairs_of(projection, tables_for(projection, suffix)):
+        if table.public and not public:
+            continue
         for index in physical.indexes:
             index.create(conn, checkfirst=True)
 
