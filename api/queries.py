@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -22,7 +23,9 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     func,
+    literal,
     or_,
     select,
     tuple_,
@@ -215,15 +218,6 @@ def log_head(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
 
 
-def _event_times(conn: Connection, positions: Sequence[int]) -> dict[int, tuple[Any, Any]]:
-    rows = conn.execute(
-        select(events.c.position, events.c.source_ts, events.c.ingested_at).where(
-            events.c.position.in_(list(positions))
-        )
-    ).all()
-    return {int(r[0]): (r[1], r[2]) for r in rows}
-
-
 @dataclass(frozen=True, slots=True)
 class Freshness:
     data_lag_sec: float
@@ -236,29 +230,122 @@ class Freshness:
 LIVE_CONSUMER_SECONDS = 15.0
 
 
+def serving_position() -> Any:
+    """SQL for the lowest position among the serving projections (0 when none).
+
+    Per projection, its ``serving`` checkpoint; a ``failed`` one counts only when the
+    projection has no ``serving`` row (i.e. the serving version itself failed), so a failed
+    rebuild beside a healthy serving version does not hold the answer back.
+    """
+    c = checkpoints
+    other = checkpoints.alias("other")
+    serving_exists = (
+        select(other.c.projection)
+        .where(other.c.projection == c.c.projection, other.c.state == "serving")
+        .exists()
+    )
+    chosen = or_(c.c.state == "serving", and_(c.c.state == "failed", ~serving_exists))
+    return select(func.coalesce(func.min(c.c.position), 0)).where(chosen).scalar_subquery()
+
+
+def freshness_columns(position: Any) -> list[Any]:
+    """``fresh_position``, ``fresh_synced`` (source_ts at it), ``fresh_pending`` (ingested_at
+    of the next event: the oldest not yet applied) as labelled scalar subqueries."""
+    at = select(events.c.source_ts).where(events.c.position == position).scalar_subquery()
+    pending = (
+        select(events.c.ingested_at).where(events.c.position == position + 1).scalar_subquery()
+    )
+    return [
+        position.label("fresh_position"),
+        at.label("fresh_synced"),
+        pending.label("fresh_pending"),
+    ]
+
+
+def freshness_from(
+    conn: Connection,
+    now: datetime,
+    row: Any,
+    *,
+    kafka_group: str | None,
+    pinned: bool = False,
+) -> Freshness:
+    """Finish :func:`freshness` from a row carrying the ``fresh_*`` columns."""
+    position = int(row.fresh_position or 0)
+    pending = None if pinned else row.fresh_pending  # a replay has applied all up to it
+    projection_lag = _age(now, pending) if pending else 0.0
+    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
+    lag = max(projection_lag, consumer_lag or 0.0)
+    synced = None if row.fresh_synced is None else str(row.fresh_synced)
+    return Freshness(round(lag, 3), synced, position, projection_lag, consumer_lag)
+
+
 def freshness(
     conn: Connection, now: datetime, *, kafka_group: str | None, position: int | None = None
 ) -> Freshness:
     """``data_lag_sec`` and ``synced_through`` as SPEC §6 and docs/contracts.md define them.
 
-        Projection lag: ``now - ingested_at`` of the first event a serving projection has not
-        applied (0 when caught up). Consumer lag (only when ``kafka_group`` is given, i.e.
-        ``BO_KAFKA_BOOTSTRAP`` is set): ``now - min(caught_up_at)`` over live members, or
-        ``now -`` the newest heartbeat ever seen when no member is live. The answer is the
-        larger of the two. ``position`` pins the position the answer reflects (as_of): the
+    Projection lag: ``now - ingested_at`` of the first event a serving projection has not
+    applied (0 when caught up). Consumer lag (only when ``kafka_group`` is given, i.e.
+    ``BO_KAFKA_BOOTSTRAP`` is set): ``now - min(caught_up_at)`` over live members, or
+    ``now -`` the newest heartbeat ever seen when no member is live. The answer is the
+    larger of the two. ``position`` pins the position the answer reflects (as_of): the
     replay has applied everything up to it, so only the consumer's lag remains.
     """
     pinned = position is not None
-    if position is None:
-        serving = serving_checkpoints(checkpoint_rows(conn))
-        position = min((int(r["position"]) for r in serving), default=0)
-    times = _event_times(conn, [position, position + 1])
-    synced = times.get(position, (None, None))[0]
-    pending = None if pinned else times.get(position + 1)  # a replay has applied all to it
-    projection_lag = _age(now, pending[1]) if pending else 0.0
-    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
-    lag = max(projection_lag, consumer_lag or 0.0)
-    return Freshness(round(lag, 3), synced, position, projection_lag, consumer_lag)
+    at = serving_position() if position is None else literal(position)
+    row = conn.execute(select(*freshness_columns(at))).one()
+    return freshness_from(conn, now, row, kafka_group=kafka_group, pinned=pinned)
+
+
+@dataclass(frozen=True, slots=True)
+class TxBundle:
+    tx: Row | None
+    order: Row | None
+    pair: Row | None
+    fresh: Any
+
+
+def tx_bundle(conn: Connection, tx_id: str) -> TxBundle:
+    """The entry, its order and pair, and the freshness inputs — in one statement.
+
+    One statement is one consistent snapshot on both backends, and one round trip: on a
+    busy machine every round trip to PostgreSQL waits for the scheduler.
+    """
+    row = conn.execute(_tx_bundle_statement(), {"tx_id": tx_id}).one()
+    data = row._asdict()
+
+    def part(prefix: str, key: str) -> Row | None:
+        if data[f"{prefix}__{key}"] is None:
+            return None
+        return {k[len(prefix) + 2 :]: v for k, v in data.items() if k.startswith(prefix + "__")}
+
+    return TxBundle(
+        part("le", "tx_id"), part("po", "order_id"), part("pr", "payment_order_id"), row
+    )
+
+
+@lru_cache(maxsize=1)
+def _tx_bundle_statement() -> Any:
+    """Built once: constructing a 50-column select costs more than running it."""
+    le, po, pr = ledger_entries, payment_orders, payment_ledger_pairs
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    points = and_(
+        le.c.related_id.is_not(None),
+        or_(le.c.related_type.is_(None), le.c.related_type == "PAYMENT_ORDER"),
+    )
+    joined = (
+        anchor.outerjoin(le, le.c.tx_id == bindparam("tx_id"))
+        .outerjoin(po, and_(points, po.c.order_id == le.c.related_id))
+        .outerjoin(pr, and_(points, pr.c.payment_order_id == le.c.related_id))
+    )
+    columns = [
+        *freshness_columns(serving_position()),
+        *[c.label(f"le__{c.name}") for c in le.c],
+        *[c.label(f"po__{c.name}") for c in po.c],
+        *[c.label(f"pr__{c.name}") for c in pr.c],
+    ]
+    return select(*columns).select_from(joined)
 
 
 def consumer_lag_seconds(conn: Connection, now: datetime, group: str) -> float:

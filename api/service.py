@@ -65,6 +65,22 @@ class Service:
                 503, "serving data unavailable (database down or projections not built yet)"
             ) from exc
 
+    @contextmanager
+    def single_statement(self) -> Iterator[Connection]:
+        """A connection for reads that are each one statement (a snapshot by itself).
+
+        On PostgreSQL it runs in autocommit: no BEGIN/COMMIT round trips.
+        """
+        try:
+            with self.engine.connect() as conn:
+                if not is_sqlite(conn):
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+        except (ProgrammingError, OperationalError, DBAPIError) as exc:
+            raise ProblemError(
+                503, "serving data unavailable (database down or projections not built yet)"
+            ) from exc
+
     def _freshness(self, conn: Connection, position: int | None = None) -> queries.Freshness:
         return queries.freshness(
             conn, self.clock(), kafka_group=self.kafka_group, position=position
@@ -81,18 +97,17 @@ class Service:
     # ------------------------------------------------------------ lookups
 
     def tx(self, tx_id: str, as_of: AsOf) -> Row:
-        with self.snapshot() as conn:
-            if as_of.requested:
+        if as_of.requested:
+            with self.snapshot() as conn:
                 return self._tx_as_of(conn, tx_id, as_of)
-            fresh = self._freshness(conn)
-            tx = queries.tx_row(conn, tx_id)
-            if tx is None:
-                raise self._not_found(f"tx {tx_id}", fresh)
-            order_row = pair = None
-            if lookups.points_at_order(tx):
-                order_row = queries.order_row(conn, tx["related_id"])
-                pair = queries.pair_row(conn, tx["related_id"])
-            return _with(lookups.tx_detail(tx, order_row, pair), fresh)
+        with self.single_statement() as conn:
+            found = queries.tx_bundle(conn, tx_id)
+            fresh = queries.freshness_from(
+                conn, self.clock(), found.fresh, kafka_group=self.kafka_group
+            )
+        if found.tx is None:
+            raise self._not_found(f"tx {tx_id}", fresh)
+        return _with(lookups.tx_detail(found.tx, found.order, found.pair), fresh)
 
     def order(self, order_id: str, as_of: AsOf) -> Row:
         with self.snapshot() as conn:
