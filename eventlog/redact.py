@@ -71,16 +71,26 @@ def redact_tree(value: Any, path: str, found: list[str]) -> bool:
     Raises :class:`DecodeError` for values nested deeper than :data:`MAX_DEPTH`.
     """
     parts: list[str | int] = [path] if path else []
-    return _redact(value, parts, found)
+    return _redact(value, parts, found, [False])
+
+
+def scan_tree(value: Any, found: list[str]) -> tuple[bool, bool]:
+    """:func:`redact_tree` from the root that also tells whether it met a float.
+
+    (changed, saw_float): the parser uses the second to decide, in the same walk, whether
+    the document needs an exact re-parse.
+    """
+    floats = [False]
+    changed = _redact(value, [], found, floats)
+    return changed, floats[0]
 
 
 _SAFE_KEYS: set[str] = set()  # keys already seen not to name a credential
 _SAFE_KEYS_MAX = 100_000
-_CONTAINERS = frozenset({dict, list})
 
 
-def _redact(value: Any, parts: list[str | int], found: list[str]) -> bool:
-    # Hot path of ingest: a flat row whose keys are all known safe costs two C-level set
+def _redact(value: Any, parts: list[str | int], found: list[str], floats: list[bool]) -> bool:
+    # Hot path of ingest: a flat row whose keys are all known safe costs a few C-level set
     # operations, with no Python loop over its columns.
     if len(parts) > MAX_DEPTH:
         raise DecodeError(f"nested deeper than {MAX_DEPTH} levels")
@@ -88,18 +98,25 @@ def _redact(value: Any, parts: list[str | int], found: list[str]) -> bool:
     if isinstance(value, dict):
         if not _SAFE_KEYS.issuperset(value):
             changed = _redact_keys(value, parts, found)
-        if not _CONTAINERS.isdisjoint(map(type, value.values())):
+        types = set(map(type, value.values()))
+        if float in types:
+            floats[0] = True
+        if dict in types or list in types:
             for key, child in value.items():
                 if isinstance(child, dict | list) and not is_credential_key(key):
                     parts.append(key)
-                    changed |= _redact(child, parts, found)
+                    changed |= _redact(child, parts, found, floats)
                     parts.pop()
-    elif isinstance(value, list) and not _CONTAINERS.isdisjoint(map(type, value)):
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                parts.append(index)
-                changed |= _redact(item, parts, found)
-                parts.pop()
+    elif isinstance(value, list):
+        types = set(map(type, value))
+        if float in types:
+            floats[0] = True
+        if dict in types or list in types:
+            for index, item in enumerate(value):
+                if isinstance(item, dict | list):
+                    parts.append(index)
+                    changed |= _redact(item, parts, found, floats)
+                    parts.pop()
     return changed
 
 

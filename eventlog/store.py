@@ -167,6 +167,10 @@ def prepare(raw: bytes | None, source: SourceRef = SourceRef()) -> Outcome:
         return Rejected(reason=reason, raw=redact_raw(raw), source=source)
     except RecursionError:
         return Rejected(reason="not JSON: nested too deeply", raw=redact_raw(raw), source=source)
+    except Exception as exc:  # a bug must not stop ingest: dead-letter the input, say so
+        logger.opt(exception=False).error("prepare failed: {}", type(exc).__name__)
+        reason = f"undecodable: internal error ({type(exc).__name__})"
+        return Rejected(reason=reason, raw=redact_raw(raw), source=source)
     return Prepared(
         event_id=identity,
         change=change,

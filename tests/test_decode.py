@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventlog.decode import decode_bytes, load_json, parse, to_change
 from eventlog.errors import DecodeError
@@ -408,3 +410,48 @@ def test_event_id_ignores_connector_time_and_sees_content() -> None:
 def test_parse_rejects_oversized_before_parsing() -> None:
     with pytest.raises(DecodeError, match="over 1 MiB"):
         parse(b" " * (1024 * 1024 + 1))
+
+
+# ---------------------------------------------------------------- never a crash
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_fields = st.sampled_from(["op", "source", "before", "after", "ts_ms", "payload", "schema"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    doc=st.dictionaries(_fields, _json_values, max_size=5),
+    table=st.sampled_from(["ledger_entries", "payment_orders", "x"]) | _json_values,
+    op=st.sampled_from(["c", "u", "d", "r", "t"]) | _json_values,
+    row=st.dictionaries(
+        st.sampled_from(["tx_id", "order_id", "amount", "created_at", "version", "status"]),
+        _json_values,
+        max_size=6,
+    ),
+)
+def test_prepare_never_raises(doc: dict[str, Any], table: Any, op: Any, row: Any) -> None:
+    for candidate in (
+        doc,
+        {
+            "op": op,
+            "source": {"table": table, "ts_ms": doc.get("ts_ms")},
+            "after": row,
+            "before": row,
+        },
+    ):
+        outcome = prepare(json.dumps(candidate).encode())
+        assert isinstance(outcome, Prepared | Rejected | Tombstone)
+        if isinstance(outcome, Rejected):
+            assert not outcome.reason.startswith("undecodable: internal error"), outcome.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_prepare_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
+    assert isinstance(prepare(raw), Prepared | Rejected | Tombstone)
