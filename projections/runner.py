@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from eventlog.db import is_sqlite, read_tx, write_tx
@@ -42,6 +42,7 @@ from projections.store import (
     FAILED,
     SERVING,
     STANDBY,
+    Checkpoint,
     all_checkpoints,
     apply_batch,
     count_rows,
@@ -123,15 +124,15 @@ class Runner:
             head = head_position(conn)
             found = all_checkpoints(conn)
         progress: list[Progress] = []
+        work: list[tuple[Projection, Progress, Checkpoint]] = []
         for cp in found:
             item = Progress(cp.projection, cp.version, cp.state, cp.position)
             item.last_error, item.error_position = cp.last_error, cp.error_position
             progress.append(item)
-            if cp.state not in ACTIVE or cp.version not in registry.VERSIONS.get(cp.projection, {}):
-                continue
-            projection = registry.make(cp.projection, cp.version, self.settings)
-            if cp.position < head:
-                self._advance(projection, head, item)
+            if cp.state in ACTIVE and cp.version in registry.VERSIONS.get(cp.projection, {}):
+                work.append((registry.make(cp.projection, cp.version, self.settings), item, cp))
+        self._catch_up([(p, item) for p, item, _cp in work], head)
+        for projection, item, cp in work:
             unknown = cp.checksum is None or item.applied > 0
             if checksums and item.state in ACTIVE and unknown:
                 self._refresh_checksum(projection, force=force_checksums, throttle=throttle)
@@ -142,32 +143,55 @@ class Runner:
             "projections": [p.as_dict() for p in progress],
         }
 
-    def _advance(self, projection: Projection, head: int, item: Progress) -> None:
-        """Step until ``head``; on a builder error find the failing event and fail the version."""
-        size, careful_until = self.batch, 0
-        while item.position < head:
-            step = 1 if item.position < careful_until else size
-            try:
-                done = self._step(projection, step, item)
-            except TRANSIENT:
-                raise
-            except Exception as exc:
-                if step > 1:
-                    careful_until = item.position + step  # replay this batch one by one
-                    continue
-                self._fail(projection, item, exc)
-                return
-            if not done:
-                return
+    def _catch_up(self, work: list[tuple[Projection, Progress]], head: int) -> None:
+        """Advance the versions round-robin, one batch each, so they share decoded batches."""
+        careful: dict[tuple[str, int], int] = {}
+        pending = [(p, item) for p, item in work if item.position < head]
+        cache = _BatchCache()
+        while pending:
+            for projection, item in list(pending):
+                if not self._advance_one(projection, item, careful, cache) or item.position >= head:
+                    pending.remove((projection, item))
+            cache.forget_before(min((item.position for _p, item in pending), default=head))
 
-    def _step(self, projection: Projection, size: int, item: Progress) -> bool:
+    def _advance_one(
+        self,
+        projection: Projection,
+        item: Progress,
+        careful: dict[tuple[str, int], int],
+        cache: _BatchCache,
+    ) -> bool:
+        """One batch; on a builder error replay it event by event, then fail the version.
+
+        Returns whether the version can go on.
+        """
+        key = (projection.name, projection.version)
+        single = item.position < careful.get(key, 0)
+        size = 1 if single else self.batch
+        try:
+            return self._step(projection, size, item, None if single else cache)
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            if not single:
+                careful[key] = item.position + size  # replay this batch one by one
+                return True
+            self._fail(projection, item, exc)
+            return False
+
+    def _step(
+        self, projection: Projection, size: int, item: Progress, cache: _BatchCache | None
+    ) -> bool:
         tables = tables_for(projection)
         with write_tx(self.engine) as conn:
             cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
             if cp is None or cp.state not in ACTIVE:
                 item.state = cp.state if cp else item.state
                 return False
-            events = next(iter_events(conn, cp.position, batch=size), [])
+            if cache is None:
+                events = next(iter_events(conn, cp.position, batch=size), [])
+            else:
+                events = cache.get(conn, cp.position, size)
             if not events:
                 item.position = cp.position
                 return False
@@ -275,6 +299,32 @@ class Runner:
         finally:
             if listener is not None:
                 listener.close()
+
+
+class _BatchCache:
+    """Decoded batches by start position, shared by the versions of one catch-up pass.
+
+    Safe because the log below the head is immutable: the same (after, size) always
+    reads the same events. Decoding is most of a batch's cost.
+    """
+
+    LIMIT = 4  # batches kept: versions in lockstep need one; a lagging one must not hoard
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple[int, int], list[LoggedEvent]] = {}
+
+    def get(self, conn: Connection, after: int, size: int) -> list[LoggedEvent]:
+        found = self._batches.get((after, size))
+        if found is None:
+            found = next(iter_events(conn, after, batch=size), [])
+            # a short batch may still grow: do not keep it
+            if len(found) == size and len(self._batches) < self.LIMIT:
+                self._batches[(after, size)] = found
+        return found
+
+    def forget_before(self, position: int) -> None:
+        for key in [k for k in self._batches if k[0] < position]:
+            del self._batches[key]
 
 
 def _observe(projection: Projection, events: Sequence[LoggedEvent], changes: Changes) -> None:
