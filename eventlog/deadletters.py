@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ def count_dead_letters(engine: Engine) -> dict[str, int]:
 
 
 def show_dead_letter(engine: Engine, letter_id: int) -> dict[str, Any]:
+    """One dead letter with its (redacted) bytes as text; ``raw_base64`` when not UTF-8."""
     with engine.connect() as conn:
         row = conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id)).first()
     if row is None:
@@ -59,6 +61,10 @@ def show_dead_letter(engine: Engine, letter_id: int) -> dict[str, Any]:
     raw = bytes(data.pop("raw"))
     data["raw"] = raw.decode("utf-8", errors="replace")
     data["raw_bytes"] = len(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        data["raw_base64"] = base64.b64encode(raw).decode()  # the exact bytes
     return data
 
 
