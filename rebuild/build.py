@@ -17,23 +17,25 @@ Protocol of ``build`` (under the projection's rebuild lock):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from eventlog.db import is_sqlite, read_tx, write_tx
-from eventlog.errors import UsageError
+from eventlog.errors import CheckFailed, UsageError
 from eventlog.schema import checkpoints
 from eventlog.settings import Settings
-from eventlog.store import head_position, iter_events
+from eventlog.store import LoggedEvent, head_position, iter_events
 from projections import registry
-from projections.base import Projection
+from projections.base import Changes, Projection
 from projections.checksum import table_checksum
+from projections.runner import TRANSIENT
 from projections.store import (
     ACTIVE,
     BUILDING,
+    FAILED,
     NEW,
     RETIRED,
     SERVING,
@@ -59,6 +61,19 @@ from rebuild.locks import projection_lock
 
 BATCH = 20_000
 Progress = Callable[[int, int], None]  # (position, head)
+
+
+class RebuildFailed(CheckFailed):
+    """The fold or the write failed on one event: nothing was swapped in (exit code 1)."""
+
+    def __init__(self, projection: Projection, position: int, exc: BaseException) -> None:
+        detail = str(exc).strip().splitlines()
+        self.position = position
+        self.error = f"{type(exc).__name__}: {detail[0] if detail else ''}"[:2000]
+        super().__init__(
+            f"rebuild of {projection.name}.v{projection.version} failed at position "
+            f"{position}: {self.error}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +135,50 @@ def replay(
     public = projection.public.name
     if workers > 0 and head > after:
         for events in parallel_batches(engine, after, head, batch, workers):
-            with write_tx(engine) as conn:
-                changes = apply_batch(conn, projection, tables, events)
-            rows += changes.rows_delta.get(public, 0)
+            rows += _apply(engine, projection, tables, events).rows_delta.get(public, 0)
             position = events[-1].position
             if progress is not None:
                 progress(position, head)
         return position, rows
     while position < head:
-        with write_tx(engine) as conn:
+        with read_tx(engine) as conn:
             events = next(iter_events(conn, position, upto=head, batch=batch), [])
-            if not events:
-                break
-            rows += apply_batch(conn, projection, tables, events).rows_delta.get(public, 0)
+        if not events:
+            break
+        rows += _apply(engine, projection, tables, events).rows_delta.get(public, 0)
         position = events[-1].position
         if progress is not None:
             progress(position, head)
     return position, rows
 
 
+def _apply(
+    engine: Engine, projection: Projection, tables: Tables, events: Sequence[LoggedEvent]
+) -> Changes:
+    """One batch in one transaction; a builder error is pinned to its event and raised."""
+    try:
+        with write_tx(engine) as conn:
+            return apply_batch(conn, projection, tables, events)
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        if len(events) > 1:  # find the failing event; the tables are scratch, so apply freely
+            for event in events:
+                _apply(engine, projection, tables, [event])
+        raise RebuildFailed(projection, events[0].position, exc) from exc
+
+
 def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) -> tuple[int, int]:
     """Apply everything after ``after`` inside the caller's transaction."""
     position, rows = after, 0
     for events in iter_events(conn, after, batch=BATCH):
-        rows += apply_batch(conn, projection, tables, events).rows_delta.get(
-            projection.public.name, 0
-        )
+        try:
+            changes = apply_batch(conn, projection, tables, events)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # the batch starting there (the transaction is lost)
+            raise RebuildFailed(projection, events[0].position, exc) from exc
+        rows += changes.rows_delta.get(projection.public.name, 0)
         position = events[-1].position
     return position, rows
 
@@ -166,16 +199,20 @@ def build(
     started = time.monotonic()
     with projection_lock(engine, name):
         new = _prepare(engine, projection)
-        position, rows = replay(
-            engine, projection, new, batch=batch, progress=progress, workers=workers
-        )
-        with write_tx(engine) as conn:
-            create_indexes(conn, projection, NEW)
-        position, more = replay(engine, projection, new, after=position, batch=batch)
-        rows += more
-        state, serving, rows, position, checksum = _swap(
-            engine, projection, new, position, rows, promote=promote
-        )
+        try:
+            position, rows = replay(
+                engine, projection, new, batch=batch, progress=progress, workers=workers
+            )
+            with write_tx(engine) as conn:
+                create_indexes(conn, projection, NEW)
+            position, more = replay(engine, projection, new, after=position, batch=batch)
+            rows += more
+            state, serving, rows, position, checksum = _swap(
+                engine, projection, new, position, rows, promote=promote
+            )
+        except BaseException as exc:
+            _abandon(engine, projection, exc)
+            raise
     seconds = time.monotonic() - started
     return BuildResult(
         projection=name,
@@ -210,6 +247,23 @@ def _prepare(engine: Engine, projection: Projection) -> Tables:
                 error_position=None,
             )
     return new
+
+
+def _abandon(engine: Engine, projection: Projection, exc: BaseException) -> None:
+    """Drop the half-built tables; a version that only existed as this build is ``failed``."""
+    with write_tx(engine) as conn:
+        drop_tables(conn, projection, NEW)
+        cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+        if cp is not None and cp.state == BUILDING:
+            failed = isinstance(exc, RebuildFailed)
+            put_checkpoint(
+                conn,
+                projection.name,
+                projection.version,
+                state=FAILED if failed else RETIRED,
+                last_error=exc.error if isinstance(exc, RebuildFailed) else None,
+                error_position=exc.position if isinstance(exc, RebuildFailed) else None,
+            )
 
 
 def _swap(

@@ -366,3 +366,43 @@ def test_parallel_decoding_gives_the_same_checksum(sqlite_url: str, engine_facto
     parallel = build(engine, None, "pairs", batch=9, workers=2)
     assert parallel.checksum == serial.checksum
     assert parallel.position == serial.position == 53
+
+
+def test_a_builder_error_fails_the_rebuild_cleanly(migrated: Engine, cli: Any) -> None:
+    fill(migrated, 3)
+    Runner(migrated, None).run_once()
+    before = by_name(migrated)["ledger_entries.v1"]
+    big = ledger_row("BIG", version=2**70)  # decodes, but cannot be stored
+    append(
+        migrated,
+        [event(L, "c", ledger_row("OK1")), event(L, "c", big), event(P, "c", order_row("Z"))],
+    )
+    code, message = cli("--projection", "ledger_entries", "--batch", "4")
+    assert code == 1
+    assert message.startswith("error: rebuild of ledger_entries.v1 failed at position 10: ")
+    after = by_name(migrated)["ledger_entries.v1"]
+    assert after["serving"] is True  # the old tables keep serving, untouched
+    assert after["rows"] == before["rows"]
+    with migrated.connect() as conn:
+        leftovers = [
+            name
+            for name in migrated.dialect.get_table_names(
+                conn, schema=None if migrated.dialect.name == "sqlite" else "bo"
+            )
+            if name.endswith("__new")
+        ]
+    assert leftovers == []
+    code, message = cli("--projection", "payment_orders", "--version", "2", "--no-promote")
+    assert code == 0
+
+
+def test_a_failed_first_build_is_visible_as_failed(migrated: Engine, cli: Any) -> None:
+    append(
+        migrated, [event(L, "c", ledger_row("OK")), event(L, "c", ledger_row("B", version=2**70))]
+    )
+    code, _ = cli("--projection", "ledger_entries")
+    assert code == 1
+    state = by_name(migrated)["ledger_entries.v1"]
+    assert state["state"] == "failed"
+    assert state["error_position"] == 2
+    assert state["serving"] is False
