@@ -47,7 +47,7 @@ from loguru import logger
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from eventlog.db import write_tx
+from eventlog.db import is_sqlite, write_tx
 from eventlog.errors import BoError, ConfigError, DatabaseUnavailable
 from eventlog.metrics import CONSUMER_LAG, count_ingest
 from eventlog.schema import consumer_heartbeats, kafka_offsets
@@ -168,18 +168,25 @@ class Backoff:
 
 
 def read_offsets(
-    conn: Connection, tps: Iterable[TopicPartitionKey]
+    conn: Connection, tps: Iterable[TopicPartitionKey], *, lock: bool = False
 ) -> dict[TopicPartitionKey, int]:
-    """Stored next offsets for the given partitions (absent when never stored)."""
+    """Stored next offsets for the given partitions (absent when never stored).
+
+    ``lock`` holds the rows until the transaction ends (PostgreSQL ``FOR UPDATE``; SQLite's
+    write transaction already holds the database), so two members that briefly both own
+    a partition during a rebalance cannot both act on the same stale offset.
+    """
     wanted = set(tps)
     if not wanted:
         return {}
     topics = {t for t, _ in wanted}
-    rows = conn.execute(
-        select(kafka_offsets.c.topic, kafka_offsets.c.partition, kafka_offsets.c.next_offset).where(
-            kafka_offsets.c.topic.in_(topics)
-        )
-    ).all()
+    query = select(
+        kafka_offsets.c.topic, kafka_offsets.c.partition, kafka_offsets.c.next_offset
+    ).where(kafka_offsets.c.topic.in_(topics))
+    query = query.order_by(kafka_offsets.c.topic, kafka_offsets.c.partition)  # lock order
+    if lock and not is_sqlite(conn):
+        query = query.with_for_update()
+    rows = conn.execute(query).all()
     return {(str(r[0]), int(r[1])): int(r[2]) for r in rows if (str(r[0]), int(r[1])) in wanted}
 
 
@@ -237,7 +244,7 @@ def append_batch(
     for rec in records:
         next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
     with write_tx(engine) as conn:
-        stored = read_offsets(conn, next_offsets)
+        stored = read_offsets(conn, next_offsets, lock=True)
         fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
         result = append_in(conn, [r.outcome for r in fresh])
         write_offsets(conn, next_offsets, stored=stored, rewound=rewound)
