@@ -16,6 +16,7 @@ live runner uses — so the answer equals replaying the whole log to that positi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
@@ -54,23 +55,38 @@ def _replay(settings: Settings, rows: list[Row], versions: dict[str, int]) -> St
     return replay(_events(rows), settings, versions)
 
 
+@dataclass(frozen=True, slots=True)
+class Cutoff:
+    """Which events a replay may see: positions up to ``position`` and, for ``as_of``,
+    ``ingested_at`` up to ``ingested``."""
+
+    position: int
+    ingested: str | None = None
+
+
 def entity_state(
-    conn: Connection, settings: Settings, entity_key: str, upto: int, versions: dict[str, int]
+    conn: Connection, settings: Settings, entity_key: str, cut: Cutoff, versions: dict[str, int]
 ) -> State:
     """Replay the events of one entity (step 1)."""
-    rows = queries.history_rows(conn, entity_keys=[entity_key], upto=upto)
+    rows = queries.history_rows(
+        conn, entity_keys=[entity_key], upto=cut.position, ingested_upto=cut.ingested
+    )
     return _replay(settings, rows, versions)
 
 
 def group_state(
-    conn: Connection, settings: Settings, order_id: str, upto: int, versions: dict[str, int]
+    conn: Connection, settings: Settings, order_id: str, cut: Cutoff, versions: dict[str, int]
 ) -> State:
     """Replay an order, every leg that ever pointed at it, and those legs' histories."""
     group = queries.history_rows(
         conn,
         entity_keys=[f"payment_orders:{order_id}"],
         group_keys=[f"pair:{order_id}"],
-        upto=upto,
+        upto=cut.position,
+        ingested_upto=cut.ingested,
     )
     keys = {str(r["entity_key"]) for r in group}
-    return _replay(settings, queries.history_rows(conn, entity_keys=keys, upto=upto), versions)
+    rows = queries.history_rows(
+        conn, entity_keys=keys, upto=cut.position, ingested_upto=cut.ingested
+    )
+    return _replay(settings, rows, versions)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
 )
 
@@ -398,8 +399,11 @@ def history_rows(
     entity_keys: Iterable[str] = (),
     group_keys: Iterable[str] = (),
     upto: int,
+    ingested_upto: str | None = None,
 ) -> list[Row]:
-    """Stored events of some entities and groups, up to a position, in log order."""
+    """Stored events of some entities and groups, up to a position (and, for ``as_of``, an
+    ingest time: ``ingested_at`` is taken before the log's lock, so it is not strictly
+    monotonic in position), in log order."""
     entity_keys, group_keys = sorted(set(entity_keys)), sorted(set(group_keys))
     clauses = []
     if entity_keys:
@@ -416,6 +420,7 @@ def history_rows(
             events.c.ingested_at,
         )
         .where(or_(*clauses), events.c.position <= upto)
+        .where(events.c.ingested_at <= ingested_upto if ingested_upto else true())
         .order_by(events.c.position)
     ).all()
     return [r._asdict() for r in rows]

@@ -139,23 +139,24 @@ class Service:
 
     # ------------------------------------------------------------ as_of
 
-    def _cutoff(self, conn: Connection, as_of: AsOf) -> tuple[int, str | None]:
-        """The last position the answer may include, and the ``as_of`` to report.
+    def _cutoff(self, conn: Connection, as_of: AsOf) -> tuple[history.Cutoff, str | None]:
+        """Which events the answer may include, and the ``as_of`` to report.
 
         ``as_of`` (a time) keeps events with ``ingested_at <=`` it; ``as_of_position`` keeps
         positions up to it; given both, both hold (the earlier point wins).
         """
         position = queries.log_head(conn)
+        ingested: str | None = None
         when: str | None = None
         if as_of.at is not None:
-            when = format_ts(as_of.at)
-            position = min(position, queries.position_at(conn, when)[0])
+            ingested = when = format_ts(as_of.at)
+            position = min(position, queries.position_at(conn, ingested)[0])
         if as_of.position is not None and as_of.position < position:
             position = as_of.position
             when = None
         if when is None:
             when = queries.ingested_at(conn, position) if position else None
-        return position, when
+        return history.Cutoff(position, ingested), when
 
     @staticmethod
     def _serving_versions(conn: Connection) -> dict[str, int]:
@@ -164,30 +165,30 @@ class Service:
         return {str(r["projection"]): int(r["version"]) for r in serving}
 
     def _tx_as_of(self, conn: Connection, tx_id: str, as_of: AsOf) -> Row:
-        upto, when = self._cutoff(conn, as_of)
-        fresh = self._freshness(conn, position=upto)
+        cut, when = self._cutoff(conn, as_of)
+        fresh = self._freshness(conn, position=cut.position)
         versions = self._serving_versions(conn)
-        state = history.entity_state(conn, self.settings, f"ledger_entries:{tx_id}", upto, versions)
+        state = history.entity_state(conn, self.settings, f"ledger_entries:{tx_id}", cut, versions)
         tx = state.tx(tx_id)
         if tx is None:
-            raise self._not_found(f"tx {tx_id} as of position {upto}", fresh)
+            raise self._not_found(f"tx {tx_id} as of position {cut.position}", fresh)
         order_row = pair = None
         if lookups.points_at_order(tx):
             related = str(tx["related_id"])
-            group = history.group_state(conn, self.settings, related, upto, versions)
+            group = history.group_state(conn, self.settings, related, cut, versions)
             order_row = group.order(related)
             pair = group.pair(related)
         return _with(lookups.tx_detail(tx, order_row, pair), fresh, as_of=when)
 
     def _order_as_of(self, conn: Connection, order_id: str, as_of: AsOf) -> Row:
-        upto, when = self._cutoff(conn, as_of)
-        fresh = self._freshness(conn, position=upto)
+        cut, when = self._cutoff(conn, as_of)
+        fresh = self._freshness(conn, position=cut.position)
         versions = self._serving_versions(conn)
-        group = history.group_state(conn, self.settings, order_id, upto, versions)
+        group = history.group_state(conn, self.settings, order_id, cut, versions)
         order_row = group.order(order_id)
         legs = history.legs(group, order_id)
         if order_row is None and not legs:
-            raise self._not_found(f"payment order {order_id} as of position {upto}", fresh)
+            raise self._not_found(f"payment order {order_id} as of position {cut.position}", fresh)
         detail = lookups.order_detail(order_id, order_row, legs, group.pair(order_id))
         return _with(detail, fresh, as_of=when)
 
