@@ -269,3 +269,27 @@ def test_redacted_paths_are_stored_with_the_event(migrated: Engine) -> None:
         stored = conn.execute(select(events.c.redacted_paths, events.c.payload)).one()
     assert orjson.loads(stored.redacted_paths) == ["after.password", "after.profile.apiKey"]
     assert b'"pw"' not in bytes(stored.payload)
+
+
+def test_the_whole_envelope_is_redacted_not_only_before_and_after() -> None:
+    doc = envelope(after=ledger_row())
+    doc["source"]["token"] = "hunter2"
+    doc["extra"] = {"Authorization": "Bearer hunter3"}
+    outcome = prepare(orjson.dumps(doc))
+    assert isinstance(outcome, Prepared)
+    assert sorted(outcome.redacted_paths) == ["extra.Authorization", "source.token"]
+    assert b"hunter" not in outcome.payload
+
+
+def test_stored_bytes_keep_exact_numbers_when_rewritten() -> None:
+    raw = (
+        b'{"op":"c","source":{"table":"ledger_entries","lsn":18446744073709551617},'
+        b'"after":{"tx_id":"T1","amount":12345678901234567.89,"rate":0.10,"pin":"1234"}}'
+    )
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert outcome.payload == (
+        b'{"op":"c","source":{"table":"ledger_entries","lsn":18446744073709551617},'
+        b'"after":{"tx_id":"T1","amount":12345678901234567.89,"rate":0.10,"pin":"[REDACTED]"}}'
+    )
+    assert outcome.change.row["amount"] == "12345678901234567.89"
