@@ -409,9 +409,10 @@ class SyncConsumer:
     def _drain(self) -> None:
         """On stop: append what is buffered (if the database answers) and commit it."""
         if not self.batch:
+            self._commit_kafka(self.durable, sync=True)
             return
         try:
-            self._flush()
+            self._flush(sync=True)
         except DB_ERRORS as exc:
             logger.warning(
                 "stopping with an unflushed batch (database: {}); it will be re-read", exc
@@ -505,7 +506,7 @@ class SyncConsumer:
 
     # -- steps 2 to 4
 
-    def _flush(self) -> None:
+    def _flush(self, *, sync: bool = False) -> None:
         records = self.batch
         rewound = frozenset(self.rewound & {r.tp for r in records})
         durable = append_batch(self.engine, records, rewound=rewound)
@@ -518,10 +519,12 @@ class SyncConsumer:
         self.db_backoff.reset()
         if durable.rejected:
             self._produce_dlq(durable.rejected)
-        self._commit_kafka(durable.offsets)
+        self._commit_kafka(durable.offsets, sync=sync)
         self._heartbeat(force=False, appended=True)
 
-    def _commit_kafka(self, offsets: dict[TopicPartitionKey, int]) -> None:
+    def _commit_kafka(self, offsets: dict[TopicPartitionKey, int], *, sync: bool) -> None:
+        """Tell Kafka what is durable: async in the loop (no round trip per batch), sync
+        before giving partitions up or stopping."""
         if not offsets or self.consumer is None:
             return
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -533,7 +536,10 @@ class SyncConsumer:
         if not commit:
             return
         try:
-            self.consumer.commit(offsets=commit, timeout_ms=self.config.commit_timeout_ms)
+            if sync:
+                self.consumer.commit(offsets=commit, timeout_ms=self.config.commit_timeout_ms)
+            else:
+                self.consumer.commit_async(offsets=commit, callback=_commit_done)
         except KafkaError as exc:  # the database holds the truth
             logger.warning("Kafka offset commit failed ({}); the database offsets stand", exc)
 
@@ -586,12 +592,15 @@ class SyncConsumer:
         logger.info("revoked {}", sorted(keys))
         if self.batch and any(r.tp in keys for r in self.batch):
             try:
-                self._flush()
+                self._flush(sync=True)
             except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
                 logger.warning(
                     "revoked with an unflushed batch ({}); the new owner re-reads it", exc
                 )
                 self.batch = [r for r in self.batch if r.tp not in keys]
+        else:
+            durable = {k: v for k, v in self.durable.items() if k in keys}
+            self._commit_kafka(durable, sync=True)
         self._forget(keys)
 
     def on_lost(self, tps: list[Any]) -> None:
@@ -735,6 +744,11 @@ class SyncConsumer:
         except DB_ERRORS as exc:
             logger.warning("heartbeat not written ({})", _first_line(exc))
         self.last_heartbeat = now
+
+
+def _commit_done(_offsets: Any, response: Any) -> None:
+    if isinstance(response, BaseException):
+        logger.warning("Kafka offset commit failed ({}); the database offsets stand", response)
 
 
 def _first_line(exc: BaseException) -> str:
