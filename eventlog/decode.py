@@ -338,7 +338,7 @@ def decode_row(spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str
             row[column] = None
             continue
         if not schemas and type(value) is str:
-            if decoder is decode_text or (
+            if (decoder is decode_text and "\x00" not in value) or (
                 _is_canonical_ts(value)
                 if decoder is decode_timestamp
                 else decoder is decode_decimal and _is_plain_decimal(value)
@@ -392,7 +392,11 @@ def _short(value: Any) -> str:
 
 
 def decode_text(column: str, value: Any, _schema: dict[str, Any]) -> str:
+    """Text as is; numbers and booleans as their JSON text. NUL is refused: PostgreSQL text
+    cannot hold it, so it would fail the log's (or a projection's) write, not just this row."""
     if isinstance(value, str):
+        if "\x00" in value:
+            raise DecodeError(f"undecodable {column}: contains a NUL character")
         return value
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -350,3 +350,17 @@ def test_worker_processes_give_the_same_log(
         )
         heads.append((result.summary(), verify_log(engine).head_hash))
     assert heads[0] == heads[1]
+
+
+def test_nul_characters_never_break_an_append(migrated: Engine) -> None:
+    lines = [
+        event(after=ledger_row("T\u0000bad"), lsn=1),
+        event(after=ledger_row("T2", related_id="O\u00001"), lsn=2),
+        event(after=ledger_row("T3", **{"pass\u0000word": "hunter2", "memo": "a\u0000b"}), lsn=3),
+    ]
+    result = append_lines(migrated, lines)
+    assert (result.appended, result.dead_letter) == (1, 2)
+    row = stored(migrated)[0]
+    assert row.entity_key == "ledger_entries:T3"
+    assert orjson.loads(row.redacted_paths) == ['after["pass\x00word"]']
+    assert b"hunter2" not in bytes(row.payload)
