@@ -34,6 +34,7 @@ from eventlog.ingest import ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from projections.ledger_entries import LEDGER_ENTRIES
 from projections.pairs import PAIRS
+from projections.status import status
 from projections.tables import view_table
 
 SAMPLE = Path(__file__).resolve().parent / "sample" / "events.jsonl"
@@ -64,6 +65,7 @@ class DemoReport:
     projections: Any
     ids: DemoIds
     tokens: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self, base_url: str) -> dict[str, Any]:
@@ -74,6 +76,7 @@ class DemoReport:
             "projections": self.projections,
             "ids": self.ids.__dict__,
             "tokens": self.tokens,
+            "warnings": self.warnings,
             "url": base_url,
             "console": f"{base_url}/console",
             "curl": [{"what": what, "command": cmd} for what, cmd in curl_lines(self, base_url)],
@@ -123,6 +126,7 @@ def prepare(c: Container, *, reset: bool = False, sample: Path = SAMPLE) -> Demo
         ids=pick_ids(engine),
     )
     report.tokens = mint_tokens(c)
+    report.warnings = projection_warnings(c)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -161,6 +165,28 @@ def pick_ids(engine: Engine) -> DemoIds:
         logger.warning("no example ids: the projections cannot be read ({})", exc.orig)
         return ids
     return ids
+
+
+def projection_warnings(c: Container) -> list[str]:
+    """What an operator should fix before trusting the answers: failed or stale versions.
+
+    A reused demo database may predate a code change (a new fold revision or status map):
+    its serving version keeps answering, and the banner says how to bring it up to date.
+    """
+    out: list[str] = []
+    for item in status(c.engine, c.settings):
+        name, version = item["projection"], item["version"]
+        if item["state"] == "failed":
+            out.append(
+                f"{name} v{version} failed at position {item['error_position']}: "
+                f"{item['last_error']} (fix, then: bo project --once --retry-failed)"
+            )
+        elif item["serving"] and item["stale"]:
+            out.append(
+                f"{name} v{version} is stale (code or config changed): "
+                f"rebuild --projection {name} --version {version}"
+            )
+    return out
 
 
 def _any_leg(conn: Any, order: str | None) -> str | None:
@@ -220,6 +246,7 @@ def render(report: DemoReport, base_url: str) -> str:
     out = [
         f"database  {report.database}",
         f"log       {done}; head {report.head}",
+        *(f"WARNING   {warning}" for warning in report.warnings),
         f"ready in  {report.seconds} s",
         "",
     ]

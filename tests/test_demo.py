@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -390,3 +391,42 @@ def test_demo_works_the_same_on_postgresql(
     assert data["ingested"]["appended"] == data["head"] > 3_000
     assert data["ids"] == first_run["ids"], "the same log gives the same rows on both backends"
     assert not data["projections"]["failed"]
+
+
+def test_a_fresh_demo_has_no_warnings(first_run: dict[str, Any]) -> None:
+    assert first_run["warnings"] == []
+
+
+def test_status_mapping_runbook_on_the_demo_data(demo_dir: Path, tmp_path: Path) -> None:
+    """docs/operations.md, "Change the status mapping and diff the versions", verbatim."""
+    (tmp_path / "var").mkdir()
+    for path in (demo_dir / "var").glob("bo.db*"):
+        shutil.copy(path, tmp_path / "var" / path.name)
+    rebuild = str(BO.with_name("rebuild"))
+    mapped = _env() | {"BO_STATUS_MAP": str(STATUS_MAP)}
+
+    def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    built = run(
+        [rebuild, "--projection", "payment_orders", "--version", "2", "--no-promote"], mapped
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    diff = run(
+        [rebuild, "diff", "--projection", "payment_orders", "--from", "1", "--to", "2", "--json"],
+        mapped,
+    )
+    assert diff.returncode == 1, diff.stderr[-2000:]
+    assert '"UNKNOWN"' in diff.stdout
+    assert '"SUCCESS"' in diff.stdout
+    promoted = run([rebuild, "promote", "--projection", "payment_orders", "--version", "2"], mapped)
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    same_map = run([str(BO), "demo", "--no-serve", "--json"], mapped)
+    assert same_map.returncode == 0, same_map.stderr[-2000:]
+    assert json.loads(same_map.stdout)["warnings"] == []
+    no_map = run([str(BO), "demo", "--no-serve", "--json"], _env())
+    assert no_map.returncode == 0, no_map.stderr[-2000:]
+    warnings = json.loads(no_map.stdout)["warnings"]
+    assert any("payment_orders v2 is stale" in w for w in warnings), warnings
