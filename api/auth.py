@@ -37,6 +37,8 @@ REFETCH_INTERVAL = 60.0  # an unknown kid refetches the JWKS at most this often
 EMPTY_RETRY_INTERVAL = 5.0  # while no keys were ever fetched
 MAX_KEY_AGE = 3600.0  # keys older than this are refreshed at the next (throttled) chance
 MAX_TTL = 30 * 24 * 3600
+CACHE_SECONDS = 60.0  # a verified token is trusted without re-checking its signature this long
+CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,14 @@ class Principal:
 
     sub: str
     roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    principal: Principal
+    exp: float
+    nbf: float
+    cached_until: float
 
 
 class AuthError(Exception):
@@ -202,9 +212,35 @@ class Verifier:
         self.audience = audience
         self.algorithms = algorithms
         self.roles_claim = roles_claim
+        self._verified: dict[str, _Verified] = {}
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token; :class:`AuthError` otherwise."""
+        """The principal of a valid token; :class:`AuthError` otherwise.
+
+        A token that verified is remembered for at most ``CACHE_SECONDS`` (the signature
+        check is the costliest step of a request); ``exp``/``nbf`` are re-checked on every
+        use, and a key the IdP withdraws stops being honoured within that time.
+        """
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None and now < hit.cached_until:
+            if now > hit.exp + LEEWAY_SECONDS:
+                raise AuthError("token expired")
+            if now < hit.nbf - LEEWAY_SECONDS:
+                raise AuthError("token not yet valid (nbf)")
+            return hit.principal
+        principal, claims = self._verify(token)
+        if len(self._verified) >= CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = _Verified(
+            principal,
+            exp=float(claims["exp"]),
+            nbf=float(claims.get("nbf") or 0),
+            cached_until=now + CACHE_SECONDS,
+        )
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -241,7 +277,9 @@ class Verifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise AuthError("token subject invalid")
-        return Principal(sub=sub, roles=roles_of(claim_path(claims, self.roles_claim)))
+        if not isinstance(claims.get("exp"), int | float):
+            raise AuthError("token exp invalid")
+        return Principal(sub=sub, roles=roles_of(claim_path(claims, self.roles_claim))), claims
 
 
 def make_verifier(settings: Settings) -> Verifier:

@@ -403,9 +403,10 @@ def bench(entries: int, real_events: int, seconds: int, connections: int, worker
 {entries:,} ledger entries in the serving table ({real:,} through the real path —
 {loaded["head"]:,} Debezium events appended and projected by the runner — plus {synthetic:,}
 synthetic rows written straight into the serving tables, with matching orders and pairs).
-Each request: JWT (RS256) verification, casbin, the lookup (entry, order, pair, freshness:
-checkpoints and two log rows) in one REPEATABLE READ snapshot, and one audit record made
-durable (group commit) before the response. Random existing ids ({len(ids):,} sampled).
+Each request: JWT (RS256) verification (a verified token is remembered up to 60 s), casbin,
+the lookup (entry, order, pair and the freshness inputs in one prepared statement), and one
+audit record made durable (group commit) before the response. Random existing ids
+({len(ids):,} sampled).
 `bo serve --no-projector --workers {workers}` (uvicorn, asyncio + h11; uvloop/httptools are
 not installed), the load generator in separate processes on the same 2 CPUs. Fixed rates are
 paced by wrk's `delay()` per connection (closed loop with pauses: when the server falls

@@ -122,7 +122,9 @@ def make_env(engine: Engine, tmp_path: Path, **overrides: Any) -> ApiEnv:
     # across engines (reported to the projections owner): start each test clean.
     from projections import tables
 
-    tables._physical.cache_clear()
+    cached = getattr(tables, "_physical", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()
     url = engine.url.render_as_string(hide_password=False)
     settings = load_settings(database_url=url, var_dir=tmp_path / "var", **overrides)
     return ApiEnv(settings, engine)

@@ -267,7 +267,7 @@ def test_key_rotation_refetches_at_most_once_per_minute(oidc: Oidc) -> None:
         verifier.verify(rsa_key("another").sign(claims()))
     assert oidc.idp.hits == 3
     with pytest.raises(AuthError, match="unknown signing key"):
-        verifier.verify(oidc.key.sign(claims()))
+        verifier.verify(oidc.key.sign(claims(jti="signed-after-the-drop")))
 
 
 def test_last_good_keys_survive_a_jwks_outage(oidc: Oidc) -> None:
@@ -280,12 +280,12 @@ def test_last_good_keys_survive_a_jwks_outage(oidc: Oidc) -> None:
         algorithms=["RS256"],
         roles_claim="realm_access.roles",
     )
-    verifier.verify(oidc.key.sign(claims()))
+    verifier.verify(oidc.key.sign(claims(jti="1")))
     oidc.idp.healthy = False
     now[0] += 7200  # keys are old: a refresh is attempted, fails, and the old keys stay
-    assert verifier.verify(oidc.key.sign(claims())).sub == "alice"
+    assert verifier.verify(oidc.key.sign(claims(jti="2"))).sub == "alice"
     assert oidc.idp.hits == 2
-    assert verifier.verify(oidc.key.sign(claims())).sub == "alice"
+    assert verifier.verify(oidc.key.sign(claims(jti="3"))).sub == "alice"
     assert oidc.idp.hits == 2  # not retried until the throttle allows
 
 
@@ -436,3 +436,28 @@ def test_bo_token_cli(tmp_path: Path) -> None:
     assert refused.stdout == ""
     assert refused.stderr.count("\n") == 1
     assert "OIDC" in refused.stderr
+
+
+def test_verified_tokens_are_cached_but_expiry_still_applies(oidc: Oidc) -> None:
+    hits: list[str | None] = []
+    cache = JwksCache(oidc.idp.url)
+
+    def keys(kid: str | None) -> Any:
+        hits.append(kid)
+        return cache.get(kid)
+
+    verifier = Verifier(
+        keys=keys,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        algorithms=["RS256"],
+        roles_claim="realm_access.roles",
+    )
+    t0 = datetime.now(UTC)
+    stamp = int(t0.timestamp())
+    token = oidc.key.sign(claims(iat=stamp, nbf=stamp, exp=stamp + 40))
+    verifier.verify(token)
+    verifier.verify(token)
+    assert len(hits) == 1  # the second use did not re-verify the signature
+    with freeze_time(t0 + timedelta(seconds=40 + 31)), pytest.raises(AuthError, match="expired"):
+        verifier.verify(token)  # still cached, but past exp + leeway
