@@ -267,19 +267,24 @@ def _stack(tmp: Path) -> Iterator[tuple[str, str, Engine, dict[str, str]]]:
             engine.dispose()
 
 
-def run(rate: int, seconds: int, backlog: int) -> dict[str, Any]:
+def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, Any]:
     import tempfile
 
     from api.auth import dev_token
 
     tmp = Path(tempfile.mkdtemp(prefix="bo-fresh-"))
-    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "backlog": backlog}
+    result: dict[str, Any] = {
+        "rate": rate,
+        "seconds": seconds,
+        "backlog": backlog,
+        "members": members,
+    }
     with _stack(tmp) as (bootstrap, url, engine, env):
         settings = load_settings(database_url=url, var_dir=tmp / "var", auth_mode="dev")
         token = dev_token(settings, "bench", ["ADMIN_READ"], 3600)
         port = free_port()
         serve = _spawn(["serve", "--port", str(port)], env, tmp / "serve.log")
-        consume = _spawn(["consume"], env, tmp / "consume.log")
+        consumers = [_spawn(["consume"], env, tmp / "consume.log")]
         base = f"http://127.0.0.1:{port}"
         try:
             _wait(lambda: _up(base), 60, "bo serve")
@@ -314,12 +319,13 @@ def run(rate: int, seconds: int, backlog: int) -> dict[str, Any]:
 
             if backlog <= 0:
                 return result
-            _stop(consume)
+            for proc in consumers:
+                _stop(proc)
             before_offsets = _offsets_total(engine)
             produced_in = _produce_backlog(bootstrap, backlog)
             head_before = _head(engine)
             started = time.monotonic()
-            consume = _spawn(["consume"], env, tmp / "consume.log")
+            consumers = [_spawn(["consume"], env, tmp / "consume.log") for _ in range(members)]
             first = _wait(lambda: _head(engine) > head_before, 300, "the first backlog event")
             at_first = _offsets_total(engine)
             done = _wait(
@@ -344,7 +350,8 @@ def run(rate: int, seconds: int, backlog: int) -> dict[str, Any]:
                 ),
             }
         finally:
-            _stop(consume)
+            for proc in consumers:
+                _stop(proc)
             _stop(serve)
     return result
 
@@ -392,7 +399,7 @@ def render(result: dict[str, Any]) -> str:
             f"API p95 **{p95:.0f} ms**: {verdict} the target (p95 ≤ 250 ms; the seed asks ≤ 5 s).",
             "",
             f"Catch-up: {catch['records']:,} records (about 5% redeliveries) produced while the "
-            f"consumer was stopped, then `bo consume` restarted "
+            f"consumer was stopped, then {result['members']} `bo consume` process(es) started "
             f"(start-up, group join and the first batch: {catch['startup_seconds']} s, not "
             "counted; rates are over the records appended after the first batch).",
             "",
@@ -430,8 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument(
+        "--members", type=int, default=1, help="bo consume processes for the catch-up phase"
+    )
     args = parser.parse_args(argv)
-    result = run(args.rate, args.seconds, args.backlog)
+    result = run(args.rate, args.seconds, args.backlog, args.members)
     path = write_section("freshness", render(result))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.write(f"wrote {path}\n")
