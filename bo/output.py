@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 import orjson
+import psycopg
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -68,6 +69,9 @@ def run_app(app: Callable[..., Any]) -> None:
     except (OperationalError, DBAPIError) as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         error_line(f"database error: {detail}")
+        sys.exit(EXIT_USAGE)
+    except psycopg.Error as exc:  # raw psycopg use (golden scratch databases, backfill)
+        error_line(f"database error: {exc}")
         sys.exit(EXIT_USAGE)
     except BoError as exc:
         error_line(str(exc))
