@@ -57,8 +57,19 @@ class Comparison:
         return not (self.only_left or self.only_right or self.changed)
 
 
-def compare(projection: Projection, left: RowSource, right: RowSource, *, limit: int) -> Comparison:
-    """Merge-join every table of ``projection``; field-level differences for changed rows."""
+def compare(
+    projection: Projection,
+    left: RowSource,
+    right: RowSource,
+    *,
+    limit: int,
+    labels: tuple[str, str] = ("only_in_from", "only_in_to"),
+) -> Comparison:
+    """Merge-join every table of ``projection``; field-level differences for changed rows.
+
+    A listed difference's ``kind`` is ``changed`` or one of ``labels`` (row only on the
+    left, only on the right).
+    """
     out = Comparison()
     lsum, rsum = Checksum(), Checksum()
     for table in projection.tables:
@@ -78,7 +89,8 @@ def compare(projection: Projection, left: RowSource, right: RowSource, *, limit:
             else:
                 out.changed += 1
             if len(out.differences) < limit:
-                out.differences.append(_difference(table, kind, lrow, rrow))
+                named = {"only_left": labels[0], "only_right": labels[1]}.get(kind, kind)
+                out.differences.append(_difference(table, named, lrow, rrow))
     out.left_checksum, out.right_checksum = lsum.hexdigest(), rsum.hexdigest()
     return out
 
@@ -159,7 +171,11 @@ def verify(
         assert cp is not None
         with scratch(engine, projection, cp.position, "verify") as tables, engine.connect() as s:
             result = compare(
-                projection, _rows(live, tables_for(projection)), _rows(s, tables), limit=limit
+                projection,
+                _rows(live, tables_for(projection)),
+                _rows(s, tables),
+                limit=limit,
+                labels=("only_in_serving", "only_in_replay"),
             )
     return {
         "projection": name,

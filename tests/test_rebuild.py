@@ -406,3 +406,20 @@ def test_a_failed_first_build_is_visible_as_failed(migrated: Engine, cli: Any) -
     assert state["state"] == "failed"
     assert state["error_position"] == 2
     assert state["serving"] is False
+
+
+def test_verify_reports_rows_added_or_removed_by_hand(migrated: Engine, cli: Any) -> None:
+    fill(migrated, 4)
+    Runner(migrated, None).run_once()
+    table = "payment_orders_v1" if migrated.dialect.name == "sqlite" else "bo.payment_orders_v1"
+    with migrated.begin() as conn:
+        conn.execute(text(f"DELETE FROM {table} WHERE order_id = 'O2'"))
+        conn.execute(
+            text(f"INSERT INTO {table} (order_id, deleted, position) VALUES ('ZZ', false, 1)")
+        )
+    code, report = cli("verify", "--projection", "payment_orders", "--json")
+    assert code == 1
+    item = report["projections"][0]
+    assert item["first_keys"] == ["O2", "ZZ"]
+    assert [d["kind"] for d in item["details"]] == ["only_in_replay", "only_in_serving"]
+    assert item["differences"] == 2
