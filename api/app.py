@@ -27,6 +27,7 @@ from api.middleware import AuditMiddleware, RequestContextMiddleware
 from api.models import Problem
 from api.routes import admin, public
 from api.service import Service
+from api.tracing import TracingMiddleware, trace_sql, tracer_from_environment
 from eventlog.settings import Settings
 from eventlog.timeutil import utcnow
 
@@ -36,7 +37,10 @@ API_VERSION = "1.0.0"
 def create_app(
     settings: Settings, engine: Engine, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
-    """The admin API over ``engine``; ``clock`` (default: the wall clock) drives lag and audit."""
+    """The admin API over ``engine``; ``clock`` (default: the wall clock) drives lag and audit.
+
+    Raises :class:`eventlog.errors.ConfigError` when tracing is asked for but cannot export.
+    """
     now = clock or utcnow
     writer = AuditWriter(engine)
 
@@ -72,7 +76,11 @@ def create_app(
         trusted_proxies=settings.trusted_proxy_networks,
         identify=app.state.bo.identify,
     )
-    app.add_middleware(RequestContextMiddleware)  # outermost: ids and timing for everything
+    app.add_middleware(RequestContextMiddleware)  # ids and timing for everything
+    tracer = tracer_from_environment()
+    if tracer is not None:
+        app.add_middleware(TracingMiddleware, tracer=tracer)  # outermost: spans around all
+        trace_sql(engine, tracer)
     mount_console(app)
     _document_problems(app)
     return app

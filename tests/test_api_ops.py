@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import insert, select, update
 
@@ -196,3 +197,71 @@ def test_consumer_lag_counts_when_kafka_is_configured(
     plain = make_env(env.engine, tmp_path)  # without BO_KAFKA_BOOTSTRAP the consumer is ignored
     with client(plain.app(clock=lambda: clock[0])) as c:
         assert c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"] == 0.0
+
+
+class _Span:
+    def __init__(self, log: list[tuple[str, str]], name: str, attributes: dict[str, Any]) -> None:
+        self.log, self.name, self.attributes = log, name, dict(attributes)
+
+    def __enter__(self) -> _Span:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.end()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def end(self) -> None:
+        self.log.append((self.name, str(self.attributes.get("db.statement", ""))))
+
+
+class _Tracer:
+    """Records spans the way an OpenTelemetry tracer would be called."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, str]] = []
+
+    def start_as_current_span(self, name: str) -> _Span:
+        return _Span(self.ended, name, {})
+
+    def start_span(self, name: str, attributes: dict[str, Any] | None = None) -> _Span:
+        return _Span(self.ended, name, attributes or {})
+
+
+def test_tracing_spans_requests_and_sql(sqlite_env: ApiEnv, monkeypatch: Any) -> None:
+    from api import app as app_module
+
+    env = sqlite_env
+    env.ingest(change("ledger_entries", ledger("T1")))
+    tracer = _Tracer()
+    monkeypatch.setattr(app_module, "tracer_from_environment", lambda: tracer)
+    with client(env.app()) as c:
+        assert c.get("/admin/tx/T1", headers=env.headers(READ)).status_code == 200
+    names = [name for name, _ in tracer.ended]
+    assert "GET /admin/tx/{tx_id}" in names  # the route template, never the id
+    statements = [sql for name, sql in tracer.ended if name == "sql"]
+    assert any("ledger_entries" in sql for sql in statements)
+    assert any("audit_log" in sql for sql in statements)
+    assert all("T1" not in sql for sql in statements)  # parameters are not recorded
+
+
+def test_tracing_is_off_without_endpoint_and_refuses_without_exporter(
+    sqlite_env: ApiEnv, monkeypatch: Any
+) -> None:
+    from api.tracing import tracer_from_environment
+    from eventlog.errors import ConfigError
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert tracer_from_environment() is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    try:
+        import opentelemetry.sdk  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
+            sqlite_env.app()
+    else:
+        assert tracer_from_environment() is not None
