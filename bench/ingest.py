@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import pwd
 import subprocess
 import sys
 import tempfile
@@ -51,25 +50,32 @@ class Run:
     server_cpu: float = 0.0  # PostgreSQL backends, same interval
 
 
-def server_cpu(user: str | None) -> float:
-    """CPU seconds used so far by the cluster's processes (those of ``user``).
+def server_cpu(cluster: Cluster | None) -> float:
+    """CPU seconds used so far by this cluster: the postmaster and all its processes.
 
-    Live processes count their own time; a backend that has exited is in the
-    postmaster's ``children_*`` times (it reaped it), so nothing is lost or counted twice.
+    A backend that has exited is in the postmaster's ``children_*`` times (it reaped it),
+    so nothing is lost or counted twice; other clusters on the machine are not counted.
     """
+    if cluster is None:
+        return 0.0
+    pid_file = cluster.datadir / "postmaster.pid"
+    try:
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        procs = [postmaster, *postmaster.children(recursive=True)]
+    except (OSError, ValueError, psutil.Error):
+        return 0.0
     total = 0.0
-    for proc in psutil.process_iter(["username"]):
+    for proc in procs:
         try:
-            if user is not None and proc.info["username"] == user:
-                times = proc.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            times = proc.cpu_times()
+        except psutil.Error:
             continue
+        total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
-def run_bo(url: str, *args: str, server: str | None = None) -> Run:
-    """Run ``bo`` on ``url``; ``server`` is the cluster's OS user whose CPU is counted too."""
+def run_bo(url: str, *args: str, server: Cluster | None = None) -> Run:
+    """Run ``bo`` on ``url``; the CPU of ``server`` (its cluster) is counted too."""
     env = dict(os.environ, BO_DATABASE_URL=url, BO_LOG_LEVEL="ERROR")
     before = server_cpu(server)
     started = time.perf_counter()
@@ -126,18 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         size = write_events(file, args.events)
         runs: list[tuple[str, Run]] = []
         with throwaway_cluster() as cluster:
-            owner = cluster.run_as or pwd.getpwuid(os.getuid()).pw_name
             url = cluster.create_database("bench_ingest")
             run_bo(url, "migrate", "--json")
             startup = run_bo(url, "migrate", "--json").cpu  # at head already: start-up only
             ingest = ("ingest", "--json", "--no-project")
-            main_run = run_bo(url, *ingest, f"--workers={workers}", str(file), server=owner)
+            main_run = run_bo(url, *ingest, f"--workers={workers}", str(file), server=cluster)
             runs.append((f"PostgreSQL: bo ingest, {workers} worker processes", main_run))
-            again = run_bo(url, *ingest, str(file), server=owner)
+            again = run_bo(url, *ingest, str(file), server=cluster)
             runs.append(("PostgreSQL: bo ingest again (all duplicates)", again))
             single = cluster.create_database("bench_ingest_single")
             run_bo(single, "migrate", "--json")
-            one = run_bo(single, *ingest, "--workers=1", str(file), server=owner)
+            one = run_bo(single, *ingest, "--workers=1", str(file), server=cluster)
             runs.append(("PostgreSQL: bo ingest, single process", one))
             copied, copy_seconds = copy_reference(cluster, "bench_ingest")
         if not args.no_sqlite:

@@ -247,11 +247,14 @@ def _head(conn: Connection) -> tuple[int, str]:
 
 def _known(conn: Connection, ids: list[str]) -> set[str]:
     """The ``event_id`` values among ``ids`` that the log already holds."""
-    if not is_sqlite(conn):  # one array parameter: one plan, an index probe per id
+    if not is_sqlite(conn):
+        # One text parameter split by the server: one plan, an index probe per id, and no
+        # per-element array quoting in the driver (~6 µs an id on the client).
         query = text(
-            f"SELECT event_id FROM {events.schema}.{events.name} WHERE event_id = ANY(:ids)"
+            f"SELECT event_id FROM {events.schema}.{events.name} "
+            "WHERE event_id = ANY(string_to_array(:ids, ','))"
         )
-        return set(conn.execute(query, {"ids": ids}).scalars())
+        return set(conn.execute(query, {"ids": ",".join(ids)}).scalars())
     known: set[str] = set()
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
