@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from loguru import logger
 from sqlalchemy import Engine
 
+from bo import cli
 from bo.broker import Broker, free_port
 from tests.fixtures_kafka import (
     create_topics,
@@ -51,15 +53,30 @@ def _env(url: str, **extra: str) -> dict[str, str]:
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(
-    sqlite_url: str, engine_factory: Any, extra: dict[str, str], message: str
+    sqlite_url: str,
+    engine_factory: Any,
+    extra: dict[str, str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     engine_factory(sqlite_url)
-    done = subprocess.run(
-        [*BO, "consume"], env=_env(sqlite_url, **extra), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith(message), done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    for name in [k for k in os.environ if k.startswith("BO_")]:
+        monkeypatch.delenv(name)
+    for name, value in _env(sqlite_url, **extra).items():
+        if name.startswith("BO_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["bo", "consume"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+    finally:  # `bo` pointed loguru at the captured stderr: give it the real one back
+        logger.remove()
+        logger.add(sys.__stderr__)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message), err
+    assert len(err.splitlines()) == 1
 
 
 def test_unmigrated_database_is_refused(tmp_path: Path, kafka_broker: Broker) -> None:
