@@ -55,6 +55,7 @@ class Projection(ABC):
     name: ClassVar[str]
     version: ClassVar[int]
     tables: ClassVar[tuple[TableDef, ...]]  # the public table first
+    sources: ClassVar[frozenset[str]]  # the log tables it folds (others are skipped unread)
     revision: ClassVar[int] = 1  # bump when the fold's output changes for the same config
 
     def config(self) -> dict[str, Any]:

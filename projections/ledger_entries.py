@@ -84,6 +84,7 @@ class LedgerEntriesV1(Projection):
     name = "ledger_entries"
     version = 1
     tables = (LEDGER_ENTRIES,)
+    sources = frozenset({SOURCE})
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         keys = {e.change.key for e in events if e.change.table == SOURCE}

@@ -129,6 +129,7 @@ class PairsV1(Projection):
     name = "pairs"
     version = 1
     tables = (PAIRS, PAIR_LEGS)
+    sources = frozenset({SOURCE})
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         keys = {e.change.key for e in events if e.change.table == SOURCE}

@@ -71,6 +71,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
 class _PaymentOrders(Projection):
     name = "payment_orders"
     tables = (PAYMENT_ORDERS,)
+    sources = frozenset({SOURCE})
 
     def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
         self.mapping: dict[str, str] = dict(mapping or {})

@@ -32,11 +32,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from eventlog.db import is_sqlite, read_tx, write_tx
 from eventlog.metrics import FRESHNESS, VERSION_MISSING
 from eventlog.settings import Settings
-from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position, iter_events
+from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position
 from eventlog.timeutil import parse_ts, utcnow
 from projections import registry
 from projections.base import Changes, Projection
 from projections.checksum import table_checksum
+from projections.source import read_range
 from projections.store import (
     ACTIVE,
     FAILED,
@@ -188,25 +189,26 @@ class Runner:
             if cp is None or cp.state not in ACTIVE:
                 item.state = cp.state if cp else item.state
                 return False
-            if cache is None:
-                events = next(iter_events(conn, cp.position, batch=size), [])
-            else:
-                events = cache.get(conn, cp.position, size)
-            if not events:
+            upto = min(cp.position + size, head_position(conn))
+            if upto <= cp.position:
                 item.position = cp.position
                 return False
-            changes = apply_batch(conn, projection, tables, events)
+            if cache is None:
+                events = read_range(conn, cp.position, upto, projection.sources)
+            else:
+                events = cache.get(conn, cp.position, upto, projection.sources)
+            changes = apply_batch(conn, projection, tables, events) if events else Changes()
             public = projection.public.name
             put_checkpoint(
                 conn,
                 projection.name,
                 projection.version,
-                position=events[-1].position,
+                position=upto,  # ignored events are recorded too
                 rows=cp.rows + changes.rows_delta.get(public, 0),
-                checksum=None,
+                checksum=None if events else cp.checksum,
             )
-        item.applied += events[-1].position - cp.position
-        item.position = events[-1].position
+        item.applied += upto - cp.position
+        item.position = upto
         item.state = cp.state
         if cp.state == SERVING:
             _observe(projection, events, changes)
@@ -304,22 +306,24 @@ class Runner:
 class _BatchCache:
     """Decoded batches by start position, shared by the versions of one catch-up pass.
 
-    Safe because the log below the head is immutable: the same (after, size) always
-    reads the same events. Decoding is most of a batch's cost.
+    Safe because the log below the head is immutable: the same range always reads the
+    same events. Decoding is most of a batch's cost.
     """
 
     LIMIT = 4  # batches kept: versions in lockstep need one; a lagging one must not hoard
 
     def __init__(self) -> None:
-        self._batches: dict[tuple[int, int], list[LoggedEvent]] = {}
+        self._batches: dict[tuple[int, int, frozenset[str]], list[LoggedEvent]] = {}
 
-    def get(self, conn: Connection, after: int, size: int) -> list[LoggedEvent]:
-        found = self._batches.get((after, size))
+    def get(
+        self, conn: Connection, after: int, upto: int, tables: frozenset[str]
+    ) -> list[LoggedEvent]:
+        key = (after, upto, tables)
+        found = self._batches.get(key)
         if found is None:
-            found = next(iter_events(conn, after, batch=size), [])
-            # a short batch may still grow: do not keep it
-            if len(found) == size and len(self._batches) < self.LIMIT:
-                self._batches[(after, size)] = found
+            found = read_range(conn, after, upto, tables)
+            if len(self._batches) < self.LIMIT:
+                self._batches[key] = found
         return found
 
     def forget_before(self, position: int) -> None:

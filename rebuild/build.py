@@ -17,7 +17,7 @@ Protocol of ``build`` (under the projection's rebuild lock):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,12 @@ from eventlog.db import is_sqlite, read_tx, write_tx
 from eventlog.errors import CheckFailed, UsageError
 from eventlog.schema import checkpoints
 from eventlog.settings import Settings
-from eventlog.store import LoggedEvent, head_position, iter_events
+from eventlog.store import LoggedEvent, head_position
 from projections import registry
 from projections.base import Changes, Projection
 from projections.checksum import table_checksum
 from projections.runner import TRANSIENT
+from projections.source import read_range
 from projections.store import (
     ACTIVE,
     BUILDING,
@@ -133,23 +134,27 @@ def replay(
         head = head_position(conn) if upto is None else upto
     position, rows = after, 0
     public = projection.public.name
-    if workers > 0 and head > after:
-        for events in parallel_batches(engine, after, head, batch, workers):
+    if workers > 0:
+        ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
+    else:
+        ranges = _serial_batches(engine, after, head, batch, projection.sources)
+    for upto, events in ranges:
+        if events:
             rows += _apply(engine, projection, tables, events).rows_delta.get(public, 0)
-            position = events[-1].position
-            if progress is not None:
-                progress(position, head)
-        return position, rows
-    while position < head:
-        with read_tx(engine) as conn:
-            events = next(iter_events(conn, position, upto=head, batch=batch), [])
-        if not events:
-            break
-        rows += _apply(engine, projection, tables, events).rows_delta.get(public, 0)
-        position = events[-1].position
+        position = upto
         if progress is not None:
             progress(position, head)
     return position, rows
+
+
+def _serial_batches(
+    engine: Engine, after: int, head: int, batch: int, tables: frozenset[str]
+) -> Iterator[tuple[int, list[LoggedEvent]]]:
+    """(upto, events of ``tables`` in the range) for consecutive ranges of ``batch`` positions."""
+    for start in range(after, head, batch):
+        upto = min(start + batch, head)
+        with read_tx(engine) as conn:
+            yield upto, read_range(conn, start, upto, tables)
 
 
 def _apply(
@@ -171,7 +176,12 @@ def _apply(
 def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) -> tuple[int, int]:
     """Apply everything after ``after`` inside the caller's transaction."""
     position, rows = after, 0
-    for events in iter_events(conn, after, batch=BATCH):
+    head = head_position(conn)
+    for start in range(after, head, BATCH):
+        position = min(start + BATCH, head)
+        events = read_range(conn, start, position, projection.sources)
+        if not events:
+            continue
         try:
             changes = apply_batch(conn, projection, tables, events)
         except TRANSIENT:
@@ -179,7 +189,6 @@ def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) 
         except Exception as exc:  # the batch starting there (the transaction is lost)
             raise RebuildFailed(projection, events[0].position, exc) from exc
         rows += changes.rows_delta.get(projection.public.name, 0)
-        position = events[-1].position
     return position, rows
 
 

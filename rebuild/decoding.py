@@ -17,47 +17,41 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from eventlog.decode import decode_bytes
-from eventlog.schema import events
 from eventlog.store import LoggedEvent
+from projections.source import decode_rows, read_raw
 
 _AHEAD = 3  # batches decoded ahead of the one being applied
 
-RawRow = tuple[int, bytes, str]
-
-
-def decode_rows(rows: list[RawRow]) -> list[LoggedEvent]:
-    """Decode raw event rows exactly as :func:`eventlog.store.iter_events` does."""
-    return [LoggedEvent(position, decode_bytes(payload), str(at)) for position, payload, at in rows]
-
-
-def _raw_batches(engine: Engine, after: int, upto: int, batch: int) -> Iterator[list[RawRow]]:
-    with engine.connect() as conn:
-        result = conn.execute(
-            select(events.c.position, events.c.payload, events.c.ingested_at)
-            .where(events.c.position > after, events.c.position <= upto)
-            .order_by(events.c.position),
-            execution_options={"stream_results": True, "yield_per": batch},
-        )
-        for chunk in result.partitions(batch):
-            yield [(int(r[0]), bytes(r[1]), str(r[2])) for r in chunk]
-
 
 def parallel_batches(
-    engine: Engine, after: int, upto: int, batch: int, workers: int
-) -> Iterator[list[LoggedEvent]]:
-    """Batches of decoded events ``after < position <= upto``, in order, decoded by workers."""
+    engine: Engine, after: int, head: int, batch: int, workers: int, tables: frozenset[str]
+) -> Iterator[tuple[int, list[LoggedEvent]]]:
+    """Like the serial reader: (upto, decoded events of ``tables``) per range, in order."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[list[Future[list[LoggedEvent]]]] = deque()
-        piece = max(1, batch // workers)
-        for rows in _raw_batches(engine, after, upto, batch):
+    with (
+        ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        engine.connect() as conn,
+    ):
+        pending: deque[tuple[int, list[Future[list[LoggedEvent]]]]] = deque()
+        for start in range(after, head, batch):
+            upto = min(start + batch, head)
+            rows = read_raw(conn, start, upto, tables)
+            conn.rollback()  # end the read transaction: nothing is held between batches
+            piece = max(1, len(rows) // workers)
             pending.append(
-                [pool.submit(decode_rows, rows[i : i + piece]) for i in range(0, len(rows), piece)]
+                (
+                    upto,
+                    [
+                        pool.submit(decode_rows, rows[i : i + piece])
+                        for i in range(0, len(rows), piece)
+                    ],
+                )
             )
             if len(pending) > _AHEAD:
-                yield [e for future in pending.popleft() for e in future.result()]
+                done, futures = pending.popleft()
+                yield done, [e for future in futures for e in future.result()]
         while pending:
-            yield [e for future in pending.popleft() for e in future.result()]
+            done, futures = pending.popleft()
+            yield done, [e for future in futures for e in future.result()]
