@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import queue
 import threading
@@ -211,7 +212,11 @@ class AuditWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception:  # never let the writer die: later requests would all time out
+                logger.exception("audit writer: unexpected error; {} waiters failed", len(batch))
+                self._fail(batch)
 
     def _commit(self, batch: list[tuple[AuditEntry, Waiter]]) -> None:
         try:
@@ -238,6 +243,17 @@ class AuditWriter:
                 loop.call_soon_threadsafe(_settle, items)
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 continue
+
+    @staticmethod
+    def _fail(batch: list[tuple[AuditEntry, Waiter]]) -> None:
+        error = AuditUnavailable("audit writer error")
+        for _, waiter in batch:
+            if isinstance(waiter, _LoopWaiter):
+                loop, future = waiter.loop, waiter.future
+                with contextlib.suppress(RuntimeError):  # the loop may have closed
+                    loop.call_soon_threadsafe(_settle, [(future, error)])
+            elif not waiter.done():
+                waiter.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,8 @@ class AppState:
         return principal.sub, list(principal.roles)
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """``async`` on purpose: a plain ``def`` dependency costs a thread-pool hop per request."""
     state: AppState = request.app.state.bo
     return state
 
