@@ -5,10 +5,11 @@ One step of one projection version, in one transaction:
 1. lock its checkpoint row (PostgreSQL ``SELECT … FOR UPDATE``; SQLite holds the
    database write lock from ``BEGIN IMMEDIATE``), so concurrent runners (N API replicas,
    ``bo project``, a rebuild's swap) take turns and never apply an event twice;
-2. read the next batch of events after the checkpoint position;
-3. fold it (pure) against the stored rows and write the row changes;
-4. move the checkpoint to the batch's last position — also for events the projection
-   ignores — and commit.
+2. take the next range of positions after the checkpoint (at most ``batch``, at most the
+   head) and read the events of the projection's source tables in it;
+3. fold them (pure) against the stored rows and write the row changes;
+4. move the checkpoint to the range's end — so events the projection ignores are
+   recorded too — and commit.
 
 A builder exception rolls the batch back, replays it one event at a time to find the
 failing event, commits the good ones, and marks that version ``failed`` with the error
