@@ -330,7 +330,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, timedelta):
-        return int(value.total_seconds() * 1_000_000)
+        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -339,7 +339,9 @@ def json_value(value: Any) -> Any:
         return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_value(v) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # inet, ranges, money…: their text form, as Debezium's string modes
 
 
 def _commit_ms(row: dict[str, Any], snap: Snapshot) -> int:

@@ -192,3 +192,39 @@ def test_oltp_failure_midway_is_a_clear_error_and_a_rerun_resumes(
     resumed = backfill(migrated, oltp, run_id="r3", batch=50)
     assert resumed.summary()["duplicate"] == 0
     assert log_count(migrated) == N_LEDGER + N_ORDERS
+
+
+def test_unusual_column_types_are_encoded_not_fatal(migrated: Engine, pg_cluster: Cluster) -> None:
+    name = f"odd{next(_n)}"
+    pg_cluster.create_database(name)
+    dsn = pg_cluster.dsn(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE payment_orders (order_id uuid PRIMARY KEY, payer_wallet_id text, "
+            "receiver_wallet_id text, amount numeric, currency text, status text, "
+            "created_at timestamp, updated_at timestamptz, settled_at timestamptz, "
+            "failed_at timestamptz, version int, ip inet, span interval, tags text[], "
+            "meta jsonb, raw bytea, card_number text)"
+        )
+        conn.execute(
+            "INSERT INTO payment_orders VALUES ('00000000-0000-0000-0000-000000000001', 'W1', "
+            "NULL, 0.000001, 'KRW', 'SETTLED', '2026-03-01 23:00:00', "
+            "'2026-03-01 23:00:01+09', NULL, NULL, 3, '10.0.0.1', '1 day 2 seconds', "
+            "'{a,b}', '{\"password\": \"pw\", \"n\": 1}', '\\x00ff', '4111111111111111')"
+        )
+    report = backfill(migrated, dsn, ["payment_orders"])
+    assert report.summary()["appended"] == 1
+    (event,) = _events(migrated)
+    row = event.change.row
+    assert row["amount"] == "0.000001"  # never 1E-6
+    assert row["created_at"] == "2026-03-01T23:00:00.000000Z"  # naive read as UTC
+    assert row["updated_at"] == "2026-03-01T14:00:01.000000Z"
+    assert row["version"] == 3
+    with migrated.connect() as conn:
+        payload = orjson.loads(bytes(conn.execute(select(events.c.payload)).scalar_one()))
+    after = payload["after"]
+    assert after["ip"] == "10.0.0.1"
+    assert after["span"] == (86_400 + 2) * 1_000_000
+    assert after["tags"] == ["a", "b"]
+    assert after["meta"] == {"password": "[REDACTED]", "n": 1}
+    assert after["card_number"] == "[REDACTED]"
