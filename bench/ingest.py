@@ -7,11 +7,10 @@ Run: ``python -m bench.ingest [--events N]`` (``make bench`` runs it with the re
 3. run the real ``bo ingest --json --no-project FILE`` as a child process: events/s,
    peak RSS and CPU of the child's tree (``wait4``), CPU of the PostgreSQL processes;
 4. run it again: every event is a duplicate, nothing is appended; then into a second
-   database with ``--workers=1`` (the single-process path);
+   database with ``--workers=1`` (the single-process path), and into SQLite;
 5. physical reference, same run, same cluster: ``COPY`` the very rows the log now holds
    into a plain table with no index, constraint or trigger;
-6. the same file into SQLite, for comparison;
-7. write ``bench/out/ingest.md``.
+6. write ``bench/out/ingest.md``.
 """
 
 from __future__ import annotations
@@ -144,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             run_bo(single, "migrate", "--json")
             one = run_bo(single, *ingest, "--workers=1", str(file), server=cluster)
             runs.append(("PostgreSQL: bo ingest, single process", one))
+            if not args.no_sqlite:
+                lite = f"sqlite:///{Path(tmp) / 'bo.db'}"
+                run_bo(lite, "migrate", "--json")
+                runs.append(("SQLite: bo ingest", run_bo(lite, *ingest, str(file))))
+            # last: it holds the table's bytes in this process, and a child forked after
+            # that would report this process's peak RSS as its own
             copied, copy_seconds = copy_reference(cluster, "bench_ingest")
-        if not args.no_sqlite:
-            lite = f"sqlite:///{Path(tmp) / 'bo.db'}"
-            run_bo(lite, "migrate", "--json")
-            runs.append(("SQLite: bo ingest", run_bo(lite, *ingest, str(file))))
 
     rows = [_row(name, args.events, run) for name, run in runs]
     rows.append(
