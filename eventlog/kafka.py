@@ -338,6 +338,7 @@ class SyncConsumer:
         self.paused_for_db = False
         self.last_poll_empty = True
         self.last_heartbeat = 0.0
+        self.missing_warned = 0.0
         self.broker_backoff = Backoff(self.config.backoff_start, self.config.backoff_max)
         # keep polling often enough to stay in the group while the database is down
         db_cap = min(self.config.backoff_max, self.config.max_poll_interval_ms / 2500)
@@ -683,7 +684,7 @@ class SyncConsumer:
         if self.consumer is None:
             return 0, False
         total = 0
-        known = self._coordinator_known()
+        known = self._coordinator_known() and not self._missing_topics()
         for tp in self.consumer.assignment():
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
@@ -703,6 +704,23 @@ class SyncConsumer:
             return int(self.consumer.position(tp, timeout_ms=100))
         except (KafkaError, AssertionError, TypeError, ValueError):
             return None
+
+    def _missing_topics(self) -> list[str]:
+        """Subscribed topics the cluster metadata does not know (auto-creation is off).
+
+        A consumer waiting for a topic that does not exist has nothing to read, but it
+        is not caught up with the OLTP database either.
+        """
+        cluster = getattr(self.consumer, "_cluster", None)
+        lookup = getattr(cluster, "partitions_for_topic", None)
+        if not callable(lookup):
+            return []
+        missing = [t for t in self.settings.topics if not lookup(t)]
+        now = time.monotonic()
+        if missing and now - self.missing_warned > 60:
+            logger.warning("topics not found on the broker (yet): {}", ", ".join(missing))
+            self.missing_warned = now
+        return missing
 
     def _coordinator_known(self) -> bool:
         """False while the group coordinator is unreachable (the broker is down).
