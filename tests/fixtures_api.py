@@ -118,13 +118,6 @@ class ApiEnv:
 
 
 def make_env(engine: Engine, tmp_path: Path, **overrides: Any) -> ApiEnv:
-    # Work around projections.tables caching Table objects that accumulate Index objects
-    # across engines (reported to the projections owner): start each test clean.
-    from projections import tables
-
-    cached = getattr(tables, "_physical", None)
-    if cached is not None and hasattr(cached, "cache_clear"):
-        cached.cache_clear()
     url = engine.url.render_as_string(hide_password=False)
     settings = load_settings(database_url=url, var_dir=tmp_path / "var", **overrides)
     return ApiEnv(settings, engine)
