@@ -21,7 +21,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from multiprocessing.pool import AsyncResult
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,19 +79,21 @@ def _prepared(
             yield prepare_chunk(name, chunk), read
         return
     # fork: workers inherit the imported code at no cost; they never touch the parent's
-    # database connections and leave with os._exit, so nothing of them is closed or reused
+    # database connections and leave with os._exit, so nothing of them is closed or reused.
+    # A worker that dies (killed, out of memory) breaks the pool: BrokenProcessPool is
+    # raised here instead of waiting forever for its chunk.
     context = multiprocessing.get_context("fork")
-    with context.Pool(workers) as pool:
-        window: deque[tuple[AsyncResult[list[Appendable]], int]] = deque()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        window: deque[tuple[Future[list[Appendable]], int]] = deque()
         in_flight = max(2 * workers, 2 * BATCH // CHUNK)
         for chunk, read in _chunks(lines):
-            window.append((pool.apply_async(prepare_chunk, (name, chunk)), read))
+            window.append((pool.submit(prepare_chunk, name, chunk), read))
             if len(window) >= in_flight:
                 result, done = window.popleft()
-                yield result.get(), done
+                yield result.result(), done
         while window:
             result, done = window.popleft()
-            yield result.get(), done
+            yield result.result(), done
 
 
 def ingest_stream(
