@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from eventlog.deadletters import (
     retry_dead_letters,
     show_dead_letter,
 )
-from eventlog.errors import ChainBroken, ConfigError, UsageError
+from eventlog.errors import BoError, ChainBroken, ConfigError, UsageError
 from eventlog.ingest import check_files, default_workers, ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from eventlog.store import AppendResult
@@ -115,13 +116,19 @@ def _ingest_one(c: Container, name: str, workers: int) -> AppendResult:
         reporter.advance(read - seen[0])
         seen[0] = read
 
-    with reporter.running():
-        if name == "-":
-            lines = read_lines(sys.stdin.buffer, "-")
-            return ingest_stream(c.log, lines, "-", workers=processes, on_batch=on_batch)
-        with open(name, "rb") as stream:
-            lines = read_lines(stream, name)
-            return ingest_stream(c.log, lines, name, workers=processes, on_batch=on_batch)
+    try:
+        with reporter.running():
+            if name == "-":
+                lines = read_lines(sys.stdin.buffer, "-")
+                return ingest_stream(c.log, lines, "-", workers=processes, on_batch=on_batch)
+            with open(name, "rb") as stream:
+                lines = read_lines(stream, name)
+                return ingest_stream(c.log, lines, name, workers=processes, on_batch=on_batch)
+    except BrokenProcessPool as exc:
+        raise BoError(
+            f"ingest {name}: a worker process died (out of memory?); batches already "
+            "committed stay, run the same ingest again (duplicates are skipped)"
+        ) from exc
 
 
 def _ingest_line(d: dict[str, object]) -> str:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -364,3 +365,17 @@ def test_nul_characters_never_break_an_append(migrated: Engine) -> None:
     assert row.entity_key == "ledger_entries:T3"
     assert orjson.loads(row.redacted_paths) == ['after["pass\x00word"]']
     assert b"hunter2" not in bytes(row.payload)
+
+
+def _die(_name: str, _chunk: list[tuple[int, bytes]]) -> list[Any]:
+    os._exit(3)  # a worker killed mid-chunk (out of memory, SIGKILL)
+
+
+def test_a_dead_worker_fails_the_ingest_instead_of_hanging(
+    sqlite_url: str, engine_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("eventlog.ingest.prepare_chunk", _die)
+    engine = engine_factory(sqlite_url)
+    with pytest.raises(BrokenProcessPool):
+        ingest_stream(EventLog(engine), enumerate(sample_stream(3), 1), "f", workers=2)
+    assert stored(engine) == []
