@@ -32,13 +32,13 @@ def checksum_columns(table: TableDef) -> tuple[str, ...]:
 
 def canonical(table: TableDef, row: Row) -> bytes:
     """One row as canonical JSON (columns in fixed order, booleans/ints/null as JSON)."""
-    return orjson.dumps({c: _value(row[c]) for c in checksum_columns(table)})
+    columns = checksum_columns(table)
+    return _dump(columns, tuple(row[c] for c in columns))
 
 
-def _value(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, int | str):
-        return value
-    return str(value)
+def _dump(columns: tuple[str, ...], values: tuple[Any, ...]) -> bytes:
+    # every stored value is text, int, bool or null; anything else would be its str()
+    return orjson.dumps(dict(zip(columns, values, strict=True)), default=str)
 
 
 class Checksum:
@@ -78,10 +78,20 @@ def sorted_rows(conn: Connection, table: TableDef, physical: Table) -> Iterator[
 
 
 def table_checksum(conn: Connection, tables: Iterable[tuple[TableDef, Table]]) -> str:
-    """Checksum of a projection's stored tables."""
-    digest = Checksum()
+    """Checksum of a projection's stored tables (the same bytes as :class:`Checksum`)."""
+    digest = hashlib.sha256()
     for table, physical in tables:
-        digest.table(table, sorted_rows(conn, table, physical))
+        digest.update(f"#{table.name}\n".encode())
+        columns = checksum_columns(table)
+        key = physical.c[table.key]
+        result = conn.execute(
+            select(*[physical.c[c] for c in columns]).order_by(
+                key if is_sqlite(conn) else key.collate("C")
+            ),
+            execution_options={"stream_results": True, "yield_per": 5000},
+        )
+        for chunk in result.partitions():
+            digest.update(b"".join(_dump(columns, tuple(row)) + b"\n" for row in chunk))
     return digest.hexdigest()
 
 
