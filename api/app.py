@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
@@ -46,6 +47,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _match_threads_to_pool(engine)
         yield
         writer.close()
 
@@ -84,6 +86,15 @@ def create_app(
     mount_console(app)
     _document_problems(app)
     return app
+
+
+def _match_threads_to_pool(engine: Engine) -> None:
+    """Run at most as many request threads as the pool keeps connections (less two, for
+    the audit writer and /metrics), so connections are reused instead of opened and closed
+    per request (a new PostgreSQL connection costs far more than a lookup)."""
+    size = getattr(engine.pool, "size", None)
+    if callable(size):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(2, int(size()) - 2)
 
 
 def _document_problems(app: FastAPI) -> None:

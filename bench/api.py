@@ -320,6 +320,29 @@ def start_server(url: str, var_dir: Path, port: int, workers: int) -> subprocess
     raise RuntimeError("bo serve did not come up")
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and all its descendants so far (psutil)."""
+    import psutil
+
+    try:
+        top = psutil.Process(root)
+        family = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in family:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def postmaster_pid(cluster: Any) -> int:
+    return int((cluster.datadir / "postmaster.pid").read_text().splitlines()[0])
+
+
 def count_audit(dsn: str) -> int:
     import psycopg
 
@@ -367,8 +390,19 @@ def bench(entries: int, real_events: int, seconds: int, connections: int, worker
                         )
                     )
                     print(f"{rate}/s: {stats}", file=sys.stderr)
+                before = (cpu_seconds(server.pid), cpu_seconds(postmaster_pid(cluster)))
                 stats = run_wrk(base, token, ids_file, seconds, connections)
+                after = (cpu_seconds(server.pid), cpu_seconds(postmaster_pid(cluster)))
                 rows.append(_row(f"saturation, wrk -t2 -c{connections}", stats))
+                api_ms = (after[0] - before[0]) / max(1, stats["requests"]) * 1000
+                pg_ms = (after[1] - before[1]) / max(1, stats["requests"]) * 1000
+                notes.append(
+                    f"CPU per request at saturation: {api_ms:.2f} ms in the API processes + "
+                    f"{pg_ms:.2f} ms in PostgreSQL; on 2 otherwise idle cores that caps "
+                    f"throughput near {2000 / (api_ms + pg_ms):,.0f} req/s (before the load "
+                    "generator's own share). Measured throughput is lower because the machine "
+                    "is shared (see the load average)."
+                )
             else:
                 run_client([*common, "--rate", "100", "--seconds", "3"])  # warm-up
                 for rate in (200, 500):

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from loguru import logger
+from sqlalchemy import Engine
 
 from bo.output import EXIT_CHECK, EXIT_OK, emit
 from bo.wiring import Container, bootstrap
+from eventlog.db import make_engine
 from eventlog.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -54,12 +56,22 @@ def serve_command(
     return EXIT_OK
 
 
+API_POOL_SIZE = 16  # connections kept per API process; request threads are matched to it
+
+
+def api_engine(c: Container) -> Engine:
+    """The API's own engine: a pool as large as its request concurrency (no connection churn)."""
+    if c.settings.is_sqlite:
+        return c.engine
+    return make_engine(c.settings.database_url, pool_size=API_POOL_SIZE)
+
+
 def app_factory() -> Any:
     """The app for one uvicorn worker process (``--workers N``): settings from the environment."""
     from api.app import create_app
 
     c = bootstrap()
-    return create_app(c.settings, c.engine)
+    return create_app(c.settings, api_engine(c))
 
 
 def serve(
@@ -110,8 +122,13 @@ def serve(
         if workers > 1:
             uvicorn.run("bo.cli_api:app_factory", factory=True, workers=workers, **options)
         else:
-            app = create_app(c.settings, c.engine)
-            uvicorn.Server(uvicorn.Config(app, lifespan="on", **options)).run()
+            engine = api_engine(c)
+            app = create_app(c.settings, engine)
+            try:
+                uvicorn.Server(uvicorn.Config(app, lifespan="on", **options)).run()
+            finally:
+                if engine is not c.engine:
+                    engine.dispose()
     finally:
         stop.set()
         for thread in threads:
