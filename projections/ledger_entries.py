@@ -39,6 +39,7 @@ LEDGER_ENTRIES = TableDef(
     indexes=(("wallet", ("wallet_id", "created_at", "tx_id")), ("related", ("related_id",))),
 )
 
+_COLUMNS = LEDGER_ENTRIES.column_names
 _DATA = (
     "wallet_id",
     "type",
@@ -75,7 +76,7 @@ def build_entry(
         signed = signed_amount(row["type"], row["amount"])
     row["amount_signed"] = signed
     row.update(provenance(event, version, updated_at))
-    return {name: row[name] for name in LEDGER_ENTRIES.column_names}
+    return {name: row[name] for name in _COLUMNS}
 
 
 class LedgerEntriesV1(Projection):

@@ -63,6 +63,7 @@ PAIR_LEGS = TableDef(
     public=False,
 )
 
+_LEG_COLUMNS = PAIR_LEGS.column_names
 _LEG_DATA = ("wallet_id", "type", "related_id", "related_type")
 
 
@@ -73,7 +74,7 @@ def build_leg(
     row.update(data_columns(event, current, _LEG_DATA))
     row.update(provenance(event, version, updated_at))
     row["first_ts"] = current["first_ts"] if current is not None else None
-    return {name: row[name] for name in PAIR_LEGS.column_names}
+    return {name: row[name] for name in _LEG_COLUMNS}
 
 
 def _earliest(*values: str | None) -> str | None:

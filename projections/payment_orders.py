@@ -41,6 +41,7 @@ PAYMENT_ORDERS = TableDef(
     ),
 )
 
+_COLUMNS = PAYMENT_ORDERS.column_names
 _DATA = (
     "payer_wallet_id",
     "receiver_wallet_id",
@@ -63,7 +64,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
         row.update(data_columns(event, current, _DATA))
         row["status_group"] = mapping.get(row["status"] or "", UNKNOWN)
         row.update(provenance(event, version, updated_at))
-        return {name: row[name] for name in PAYMENT_ORDERS.column_names}
+        return {name: row[name] for name in _COLUMNS}
 
     return build
 

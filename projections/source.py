@@ -32,7 +32,7 @@ def read_raw(conn: Connection, after: int, upto: int, tables: Collection[str]) -
         )
         .order_by(events.c.position)
     )
-    return [(int(r[0]), bytes(r[1]), str(r[2])) for r in conn.execute(query)]
+    return [(int(r[0]), bytes(r[1]), str(r[2])) for r in conn.execute(query).all()]
 
 
 def decode_rows(rows: list[RawRow]) -> list[LoggedEvent]:
