@@ -176,3 +176,4 @@ def test_backfill_then_live_changes_converge(
     )
     assert served_orders["O2"][-1] is True
     assert len(served_orders) == N_ORDERS
+    db.conn.close()
