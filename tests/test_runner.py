@@ -241,3 +241,28 @@ def _run(monkeypatch: pytest.MonkeyPatch, app: Any, argv: list[str]) -> int:
     with pytest.raises(SystemExit) as exit_info:
         run_app(app)
     return int(exit_info.value.code or 0)
+
+
+def test_listener_loss_falls_back_to_polling(pg_url: str, engine_factory: Any) -> None:
+    engine = engine_factory(pg_url)
+    runner = Runner(engine, None, poll_interval=0.2)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _listening(engine))
+        with engine.begin() as conn:  # the listener's connection dies
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN%'"
+                )
+            )
+        append(engine, sample())
+        wait_for(lambda: len(status(engine, None)) == 3)
+        wait_for(lambda: all(s["position"] == 4 for s in status(engine, None)))
+        wait_for(lambda: _listening(engine))  # and it listens again
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
