@@ -423,3 +423,24 @@ def test_verify_reports_rows_added_or_removed_by_hand(migrated: Engine, cli: Any
     assert item["first_keys"] == ["O2", "ZZ"]
     assert [d["kind"] for d in item["details"]] == ["only_in_replay", "only_in_serving"]
     assert item["differences"] == 2
+
+
+def test_rebuilding_another_version_swaps_it_in_and_demotes_the_old(
+    migrated: Engine, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(migrated, 4)
+    Runner(migrated, None).run_once()
+    mapping = tmp_path / "map.json"
+    mapping.write_text('{"SUCCESS": ["SETTLED"]}')
+    monkeypatch.setenv("BO_STATUS_MAP", str(mapping))
+    code, built = cli("--projection", "payment_orders", "--json")  # newest: v2
+    assert code == 0
+    assert (built["version"], built["state"], built["serving"]) == (2, "serving", True)
+    states = by_name(migrated)
+    assert states["payment_orders.v1"]["state"] == "standby"
+    assert states["payment_orders.v2"]["serving"] is True
+    with migrated.connect() as conn:
+        view = view_table(PAYMENT_ORDERS)
+        groups = dict(conn.execute(select(view.c.order_id, view.c.status_group)).all())
+    assert groups["O1"] == "SUCCESS"
+    assert groups["O0"] == "UNKNOWN"
