@@ -326,30 +326,77 @@ def _lsn(value: Any) -> int | None:
 def decode_row(spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str, Any]]) -> Row:
     """Decode the known columns of one row; unknown columns stay only in the logged bytes.
 
-    The hot path of ingest: values already in canonical form (text ids, canonical UTC
-    timestamps, plain decimal strings, integer versions) are validated inline; anything
-    else, and every column that carries a schema, goes through its full decoder.
+    The hot path of ingest and replay: values already in canonical form (text ids,
+    canonical UTC timestamps, plain decimal strings, integer versions) are validated
+    inline, one loop per kind of column; anything else, and every row that carries a
+    schema, goes through the full decoder of its column.
     """
+    if schemas:
+        return _decode_row_full(spec, raw, schemas)
+    decimals, timestamps, integers, texts = _plan(spec)
     row: Row = {}
     get = raw.get
-    for column, decoder in _decoders(spec):
+    for column in decimals:
         value = get(column)
         if value is None or value == _UNAVAILABLE:
             row[column] = None
-            continue
-        if not schemas and type(value) is str:
-            if (decoder is decode_text and "\x00" not in value) or (
-                _is_canonical_ts(value)
-                if decoder is decode_timestamp
-                else decoder is decode_decimal and _is_plain_decimal(value)
-            ):
-                row[column] = value
-                continue
-        elif not schemas and type(value) is int and decoder is decode_integer:
-            row[column] = value  # ``type`` is exact: a bool is not an int here
+        elif type(value) is str and _is_plain_decimal(value):
+            row[column] = value
+        else:
+            row[column] = decode_decimal(column, value, _NO_SCHEMA)
+    for column in timestamps:
+        value = get(column)
+        if value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) is str and _is_canonical_ts(value):
+            row[column] = value
+        else:
+            row[column] = decode_timestamp(column, value, _NO_SCHEMA)
+    for column in integers:
+        value = get(column)
+        if value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) is int:  # exact: a bool is not an int here
+            row[column] = value
+        else:
+            row[column] = decode_integer(column, value, _NO_SCHEMA)
+    for column in texts:
+        value = get(column)
+        if value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) is str and "\x00" not in value:
+            row[column] = value
+        else:
+            row[column] = decode_text(column, value, _NO_SCHEMA)
+    return row
+
+
+def _decode_row_full(
+    spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str, Any]]
+) -> Row:
+    row: Row = {}
+    for column, decoder in _decoders(spec):
+        value = raw.get(column)
+        if value is None or value == _UNAVAILABLE:
+            row[column] = None
             continue
         row[column] = decoder(column, value, schemas.get(column, _NO_SCHEMA))
     return row
+
+
+_PLANS: dict[TableSpec, tuple[tuple[str, ...], ...]] = {}
+
+
+def _plan(spec: TableSpec) -> tuple[tuple[str, ...], ...]:
+    """The table's columns by kind, in :func:`_decoders` order (cached)."""
+    found = _PLANS.get(spec)
+    if found is None:
+        found = tuple(
+            tuple(sorted(group))
+            for group in (spec.decimals, spec.timestamps, spec.integers, spec.texts)
+        )
+        _PLANS[spec] = found
+    return found
 
 
 def _is_canonical_ts(text: str) -> bool:
