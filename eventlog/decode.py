@@ -25,7 +25,6 @@ import orjson
 
 from eventlog.errors import DecodeError
 from eventlog.redact import MAX_DEPTH, scan_tree
-from eventlog.timeutil import format_ts
 
 MAX_EVENT_BYTES = 1024 * 1024
 OPS = frozenset({"c", "u", "d", "r"})
@@ -544,9 +543,11 @@ def _iso(column: str, text: str) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     try:
-        return format_ts(value)
+        moment = value.astimezone(UTC).replace(tzinfo=None)
     except (OverflowError, ValueError) as exc:
         raise DecodeError(f"undecodable timestamp {column}: out of range") from exc
+    # isoformat, not strftime: "%Y" does not zero-pad years before 1000 on glibc
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 _FRACTION = re.compile(r"([.,]\d{6})\d+")

@@ -162,6 +162,7 @@ def ts_of(value: Any, schema_name: str | None = None) -> str:
         ("2026-01-01T00:30:00.123456789Z", "2026-01-01T00:30:00.123456Z"),  # ns truncated
         ("2026-01-01T00:30:00.123456789+02:00", "2025-12-31T22:30:00.123456Z"),
         ("2026-01-01T00:30:00.000001Z", "2026-01-01T00:30:00.000001Z"),  # canonical as is
+        ("0999-01-01T00:00:00+01:00", "0998-12-31T23:00:00.000000Z"),  # fixed width
     ],
 )
 def test_iso_timestamps_with_and_without_offset(text: str, expected: str) -> None:
@@ -200,6 +201,7 @@ def test_undecodable_timestamp_is_a_reason(bad: Any) -> None:
 
 def test_timestamp_out_of_range_is_a_reason() -> None:
     assert "out of range" in reason_of(event(after=ledger_row(created_at=10**30)))
+    assert "out of range" in reason_of(event(after=ledger_row(created_at="0001-01-01T00:30+01:00")))
 
 
 def test_source_ts_ms_missing_leaves_commit_time_empty() -> None:
