@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -125,7 +127,7 @@ def serve(
             engine = api_engine(c)
             app = create_app(c.settings, engine)
             try:
-                uvicorn.Server(uvicorn.Config(app, lifespan="on", **options)).run()
+                _graceful_server(uvicorn.Config(app, lifespan="on", **options)).run()
             finally:
                 if engine is not c.engine:
                     engine.dispose()
@@ -134,6 +136,37 @@ def serve(
         for thread in threads:
             thread.join(timeout=30)
         c.close()
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which would kill the
+        process before the projector and consumer threads are stopped and joined. Here the
+        signal only stops the server; ``serve`` then stops the threads and returns."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _graceful_server(config: Any) -> Any:
+    """A uvicorn server whose stop signals return from ``run`` instead of killing us."""
+    return _server_class()(config)
 
 
 def _worker(name: str, target: Callable[[], None]) -> threading.Thread:
