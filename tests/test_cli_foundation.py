@@ -161,3 +161,20 @@ def test_reporting_commands_print_one_json_object(
     engine_factory(engine_url)
     data = one_json_object(bo(engine_url, *args))
     assert data.get("ok", True) is True
+
+
+def test_ingest_with_worker_processes_from_the_cli(
+    pg_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    engine_factory(pg_url)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(sample_stream(300)) + b"\n")
+    parallel = one_json_object(
+        bo(pg_url, "ingest", "--json", "--no-project", "--workers=2", str(path))
+    )
+    assert parallel["appended"] > 900
+    verified = one_json_object(bo(pg_url, "log", "verify", "--json"))
+    assert verified["head"] == parallel["head"]
+    bad = bo(pg_url, "ingest", "--json", "--workers=-1", str(path))
+    assert bad.returncode == 2
+    assert b"--workers" in bad.stderr
