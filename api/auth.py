@@ -240,6 +240,16 @@ class Verifier:
         )
         return principal
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified recently and still within exp/nbf; no key fetch."""
+        hit = self._verified.get(token)
+        now = time.time()
+        if hit is None or now >= hit.cached_until:
+            return None
+        if not hit.nbf - LEEWAY_SECONDS <= now <= hit.exp + LEEWAY_SECONDS:
+            return None
+        return hit.principal
+
     def _verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)

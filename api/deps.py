@@ -41,10 +41,14 @@ class AppState:
     def identify(self, token: str) -> tuple[str, list[str]] | None:
         """The verified subject and roles of a token, or ``None`` (never raises)."""
         if self.settings.auth_mode == "oidc":
-            return None  # may need a JWKS fetch: not on the event loop for attribution only
-        try:
-            principal = self.verifier.verify(token)
-        except (AuthError, KeysUnavailable):
+            # a full check may fetch the JWKS: not on the event loop for attribution only
+            principal = self.verifier.cached(token)
+        else:
+            try:
+                principal = self.verifier.verify(token)
+            except (AuthError, KeysUnavailable):
+                return None
+        if principal is None:
             return None
         return principal.sub, list(principal.roles)
 

@@ -461,3 +461,24 @@ def test_verified_tokens_are_cached_but_expiry_still_applies(oidc: Oidc) -> None
     assert len(hits) == 1  # the second use did not re-verify the signature
     with freeze_time(t0 + timedelta(seconds=40 + 31)), pytest.raises(AuthError, match="expired"):
         verifier.verify(token)  # still cached, but past exp + leeway
+
+
+def test_unknown_admin_routes_are_attributed_only_to_verified_callers(oidc: Oidc) -> None:
+    from sqlalchemy import select
+
+    from eventlog.schema import audit_log
+
+    token = oidc.key.sign(claims(jti="attrib"))
+    stranger = rsa_key("x").sign(claims(sub="mallory"))
+    with client(oidc.env.app()) as c:
+        assert (
+            c.get("/admin/projections", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 200
+        )
+        assert c.get("/admin/nope", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+        assert (
+            c.get("/admin/nope", headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
+        )
+    with oidc.env.engine.connect() as conn:
+        actors = [r.actor for r in conn.execute(select(audit_log).order_by(audit_log.c.id))]
+    assert actors == ["alice", "alice", None]
