@@ -69,8 +69,11 @@ def test_readyz_unreachable_and_unmigrated(tmp_path: Path, sqlite_url: str) -> N
         with client(env.app()) as c:
             r = c.get("/readyz")
             lookup = c.get("/admin/tx/T1", headers=env.headers(READ))
+            scrape = c.get("/metrics")
         assert r.status_code == 503
         assert r.json()["checks"]["database"] is False
+        assert scrape.status_code == 200  # a scrape never fails: it says the database is down
+        assert _metric(scrape.text, "bo_metrics_database_up") == 0
         assert lookup.status_code == 503  # audit store unreachable: fail closed
         assert lookup.headers["content-type"] == "application/problem+json"
     finally:
