@@ -335,6 +335,7 @@ class SyncConsumer:
         self.expected: dict[TopicPartitionKey, int] = {}  # next offset we expect to read
         self.durable: dict[TopicPartitionKey, int] = {}  # next offsets stored in the database
         self.rewound: set[TopicPartitionKey] = set()
+        self.deferred_dlq: list[tuple[Record, Rejected]] = []  # flushed in a callback
         self.paused_for_db = False
         self.last_poll_empty = True
         self.last_heartbeat = 0.0
@@ -428,6 +429,9 @@ class SyncConsumer:
                 return
             self._resolve_pending()
             self._poll()
+            if self.deferred_dlq:
+                deferred, self.deferred_dlq = self.deferred_dlq, []
+                self._produce_dlq(deferred)
             if self.batch and self._batch_due():
                 self._flush()
             self._heartbeat(force=False)
@@ -507,7 +511,13 @@ class SyncConsumer:
 
     # -- steps 2 to 4
 
-    def _flush(self, *, sync: bool = False) -> None:
+    def _flush(self, *, sync: bool = False, in_callback: bool = False) -> None:
+        """Append the batch (step 3), then the post-commit steps (step 4).
+
+        ``in_callback``: called from a rebalance callback, which kafka-python runs on its
+        IO thread where blocking Kafka calls are refused: the offsets are committed
+        asynchronously and the DLQ produce and heartbeat wait for the main loop.
+        """
         records = self.batch
         rewound = frozenset(self.rewound & {r.tp for r in records})
         durable = append_batch(self.engine, records, rewound=rewound)
@@ -518,14 +528,18 @@ class SyncConsumer:
         self.stats.batches += 1
         self.stats.result.add(durable.result)
         self.db_backoff.reset()
+        if in_callback:
+            self.deferred_dlq += durable.rejected
+            self._commit_kafka(durable.offsets, sync=False)
+            return
         if durable.rejected:
             self._produce_dlq(durable.rejected)
         self._commit_kafka(durable.offsets, sync=sync)
         self._heartbeat(force=False, appended=True)
 
     def _commit_kafka(self, offsets: dict[TopicPartitionKey, int], *, sync: bool) -> None:
-        """Tell Kafka what is durable: async in the loop (no round trip per batch), sync
-        before giving partitions up or stopping."""
+        """Tell Kafka what is durable: async in the loop and in rebalance callbacks (no
+        round trip per batch), sync before stopping."""
         if not offsets or self.consumer is None:
             return
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
@@ -593,7 +607,7 @@ class SyncConsumer:
         logger.info("revoked {}", sorted(keys))
         if self.batch and any(r.tp in keys for r in self.batch):
             try:
-                self._flush(sync=True)
+                self._flush(in_callback=True)
             except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
                 logger.warning(
                     "revoked with an unflushed batch ({}); the new owner re-reads it", exc
@@ -601,7 +615,7 @@ class SyncConsumer:
                 self.batch = [r for r in self.batch if r.tp not in keys]
         else:
             durable = {k: v for k, v in self.durable.items() if k in keys}
-            self._commit_kafka(durable, sync=True)
+            self._commit_kafka(durable, sync=False)
         self._forget(keys)
 
     def on_lost(self, tps: list[Any]) -> None:
@@ -684,7 +698,7 @@ class SyncConsumer:
         if self.consumer is None:
             return 0, False
         total = 0
-        known = self._coordinator_known() and not self._missing_topics()
+        known = self._group_stable() and not self._missing_topics()
         for tp in self.consumer.assignment():
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
@@ -722,17 +736,22 @@ class SyncConsumer:
             self.missing_warned = now
         return missing
 
-    def _coordinator_known(self) -> bool:
-        """False while the group coordinator is unreachable (the broker is down).
+    def _group_stable(self) -> bool:
+        """False while the coordinator is unreachable or the member is not (yet) in a stable
+        generation of the group (joining at start, or a rebalance in progress).
 
-        kafka-python keeps the last high watermarks while disconnected, so without this
-        a consumer cut off from the broker would keep reporting itself caught up.
+        kafka-python keeps the last high watermarks while disconnected and an unassigned
+        member has no partitions to be behind on; without this check a consumer cut off
+        from the broker, or still joining in front of a backlog, would look caught up.
         """
         coordinator = getattr(self.consumer, "_coordinator", None)
         unknown = getattr(coordinator, "coordinator_unknown", None)
+        stable = getattr(coordinator, "generation_if_stable", None)
         try:
-            return not (callable(unknown) and unknown())
-        except Exception:  # an internal API: if it changes, assume the broker is fine
+            if callable(unknown) and unknown():
+                return False
+            return not callable(stable) or stable() is not None
+        except Exception:  # an internal API: if it changes, assume the group is fine
             return True
 
     def _heartbeat(self, *, force: bool, appended: bool = False) -> None:

@@ -142,3 +142,27 @@ def test_value_over_1_mib_is_dead_lettered_and_the_partition_moves_on(
         reasons = conn.execute(select(dead_letters.c.reason)).scalars().all()
     assert len(reasons) == 1
     assert reasons[0].startswith("value over 1 MiB")
+
+
+def test_not_caught_up_before_joining_and_reading_the_backlog(
+    kafka_broker: Broker, sqlite_url: str, engine_factory: Any
+) -> None:
+    engine = engine_factory(sqlite_url)
+    ledger = unique("backlog-")
+    create_topics(kafka_broker.bootstrap, [ledger], partitions=2)
+    produce(kafka_broker.bootstrap, [(ledger, None, ledger_event(f"K{i}")) for i in range(3000)])
+    settings = kafka_settings(kafka_broker.bootstrap, sqlite_url, [ledger])
+    running = start_consumer(settings, engine)
+    early: list[int] = []
+
+    def observe() -> bool:
+        with engine.connect() as conn:
+            caught = conn.execute(select(consumer_heartbeats.c.caught_up_at)).scalar()
+        count = log_count(engine)
+        if caught is not None and count < 3000:
+            early.append(count)
+        return caught is not None and count == 3000
+
+    wait_for(observe, 90, "caught up after the backlog")
+    running.finish()
+    assert early == []  # never claimed "caught up" while joining or behind
