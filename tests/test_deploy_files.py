@@ -33,6 +33,13 @@ COMPOSE = ROOT / "compose.yaml"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
 SETTING_NAMES = {f"BO_{name.upper()}" for name in Settings.model_fields}
+# Variables other than settings that the code or Python itself reads.
+READ_BY_THE_CODE = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "PATH",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED",
+}
 
 
 def cli_root(program: str) -> Any:
@@ -67,11 +74,7 @@ def check_command(argv: list[str]) -> None:
 def check_environment(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     unknown = {k for k in env if k.startswith("BO_")} - SETTING_NAMES
     assert not unknown, f"not settings: {sorted(unknown)}"
-    others = {k for k in env if not k.startswith("BO_")} - {
-        "PYTHONUNBUFFERED",
-        "PATH",
-        "PYTHONDONTWRITEBYTECODE",
-    }
+    others = {k for k in env if not k.startswith("BO_")} - READ_BY_THE_CODE
     assert not others, f"variables the code does not read: {sorted(others)}"
     with monkeypatch.context() as patch:
         for key, value in env.items():
