@@ -10,15 +10,13 @@ import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.exc import ArgumentError
-from typer._click.exceptions import ClickException as TyperClickException
-from typer._click.exceptions import NoArgsIsHelpError
 
 from bo import cli_api, cli_demo, cli_kafka, cli_projections
-from bo.output import EXIT_CHECK, EXIT_OK, EXIT_USAGE, Reporter, emit, run_app
+from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
 from bo.wiring import Container, bootstrap
 from eventlog.deadletters import (
     list_dead_letters,
@@ -230,27 +228,8 @@ cli_kafka.register(app)
 cli_demo.register(app)
 
 
-def guarded(*, standalone_mode: bool = False) -> Any:
-    """``app``, with typer's vendored-click errors mapped to what :func:`run_app` handles.
-
-    typer 0.29 raises ``typer._click`` exceptions, which ``run_app`` (written for
-    ``click.exceptions``) would let escape as a traceback with exit code 1.
-    """
-    try:
-        return app(standalone_mode=standalone_mode)
-    except NoArgsIsHelpError as exc:  # bare ``bo`` or ``bo log``: the help, exit 2
-        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
-        raise SystemExit(EXIT_USAGE) from exc
-    except TyperClickException as exc:
-        raise UsageError(exc.format_message()) from exc
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from exc
-    except typer.Abort as exc:
-        raise UsageError("aborted") from exc
-
-
 def main() -> None:
-    run_app(guarded)
+    run_app(app)
 
 
 if __name__ == "__main__":

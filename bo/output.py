@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import click
 import orjson
 import psycopg
+import typer
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
+from typer._click.exceptions import ClickException as TyperClickException
+from typer._click.exceptions import NoArgsIsHelpError
 
 from eventlog.errors import BoError, CheckFailed, ConfigError, UsageError
 
@@ -46,18 +48,22 @@ def error_line(message: str) -> None:
 
 
 def run_app(app: Callable[..., Any]) -> None:
-    """Run a click/typer app; turn every failure into one line and exit code 2 or 1."""
+    """Run a typer app; turn every failure into one line and exit code 2 or 1.
+
+    typer 0.29 raises its vendored click's exceptions (``typer._click``), so those are
+    the ones mapped here, once for both console scripts.
+    """
     try:
         result = app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         error_line("aborted")
         sys.exit(130)
-    except click.exceptions.UsageError as exc:
-        error_line(exc.format_message())
+    except NoArgsIsHelpError as exc:  # bare ``bo`` or ``bo log``: the help, exit 2
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
         sys.exit(EXIT_USAGE)
-    except click.exceptions.ClickException as exc:
+    except TyperClickException as exc:
         error_line(exc.format_message())
         sys.exit(EXIT_USAGE)
     except CheckFailed as exc:

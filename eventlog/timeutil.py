@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def format_ts(value: datetime) -> str:
     """RFC 3339, UTC, microseconds: ``2026-01-02T03:04:05.000006Z``."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime(_FMT)
+    # isoformat, not strftime: glibc's %Y does not zero-pad years before 1000.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(text: str) -> datetime:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer._click.exceptions import ClickException as TyperClickException
 
 from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
 from bo.wiring import Container, bootstrap
@@ -291,20 +290,8 @@ def _golden_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def guarded(*, standalone_mode: bool = False) -> Any:
-    """``app``, with typer's own (vendored click) usage errors turned into :class:`UsageError`.
-
-    bo.output.run_app maps ``click.exceptions``; typer 0.29 raises ``typer._click`` ones,
-    which would otherwise escape as a traceback.
-    """
-    try:
-        return app(standalone_mode=standalone_mode)
-    except TyperClickException as exc:
-        raise UsageError(exc.format_message()) from exc
-
-
 def main() -> None:
-    run_app(guarded)
+    run_app(app)
 
 
 if __name__ == "__main__":

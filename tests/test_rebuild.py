@@ -23,7 +23,7 @@ from projections.runner import Runner
 from projections.status import status
 from projections.tables import view_table
 from rebuild.build import build
-from rebuild.cli import guarded
+from rebuild.cli import app as rebuild_app
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
 L, P = "ledger_entries", "payment_orders"
@@ -41,7 +41,7 @@ def cli(
     def run(*args: str) -> tuple[int, Any]:
         monkeypatch.setattr(sys, "argv", ["rebuild", *args])
         with pytest.raises(SystemExit) as exit_info:
-            run_app(guarded)
+            run_app(rebuild_app)
         captured = capsys.readouterr()
         out = captured.out.strip()
         if "--json" in args and out:

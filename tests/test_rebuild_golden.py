@@ -12,7 +12,7 @@ import pytest
 
 from bo.output import run_app
 from bo.pgcluster import Cluster
-from rebuild.cli import guarded
+from rebuild.cli import app as rebuild_app
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -21,7 +21,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: Any, *args: str) -> tuple[int, 
     monkeypatch.setattr(sys, "argv", ["rebuild", *args])
     monkeypatch.delenv("BO_STATUS_MAP", raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        run_app(guarded)
+        run_app(rebuild_app)
     captured = capsys.readouterr()
     return int(exit_info.value.code or 0), captured.out + captured.err
 
