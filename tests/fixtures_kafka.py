@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from bo.broker import Broker, throwaway_broker
 from eventlog.kafka import ConsumerConfig, ConsumeStats, SyncConsumer
-from eventlog.schema import dead_letters, events
+from eventlog.schema import events
 from eventlog.settings import Settings, load_settings
 
 LEDGER = "oltp.public.ledger_entries"
@@ -240,8 +240,3 @@ def kafka_settings(bootstrap: str, url: str, topics: Iterable[str], **extra: Any
 def log_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
-
-
-def dead_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(dead_letters)).scalar_one())
