@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from bo.output import EXIT_CHECK, EXIT_OK, emit
 from bo.wiring import Container, bootstrap
 from eventlog.db import make_engine
-from eventlog.errors import UsageError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -45,8 +44,10 @@ def serve_command(
     """Serve the admin API (uvicorn), with the projection runner in-process by default."""
     c = bootstrap()
     c.require_database()
-    if with_consumer and not c.settings.kafka_bootstrap:
-        raise UsageError("--with-consumer needs BO_KAFKA_BOOTSTRAP")
+    if with_consumer:
+        from eventlog.kafka import check_kafka_settings
+
+        check_kafka_settings(c.settings)
     serve(
         c,
         host=host,

@@ -80,9 +80,16 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
-    """A read transaction (one consistent snapshot on both backends)."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    """A read transaction: one consistent snapshot on both backends.
+
+    SQLite's read transaction is a snapshot already (WAL); PostgreSQL needs REPEATABLE READ,
+    or each statement would see its own snapshot.
+    """
+    with engine.connect() as conn:
+        if not is_sqlite(conn):
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 def check_reachable(engine: Engine) -> None:

@@ -239,14 +239,18 @@ class Runner:
         )
 
     def _refresh_checksum(self, projection: Projection, *, force: bool, throttle: bool) -> None:
-        """Store the checksum of a caught-up version (small tables, or when forced)."""
+        """Store the checksum of a caught-up version (small tables, or when forced).
+
+        The rows are read in one snapshot without blocking writers; the checksum is stored
+        only if the version has not moved since (otherwise the next idle pass does it).
+        """
         key = (projection.name, projection.version)
         now = time.monotonic()
         if throttle and now - self._checksummed.get(key, -1e9) < self.checksum_every:
             return
         self._checksummed[key] = now
-        with write_tx(self.engine) as conn:
-            cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+        with read_tx(self.engine) as conn:
+            cp = get_checkpoint(conn, projection.name, projection.version)
             if cp is None or cp.state not in ACTIVE or cp.checksum is not None:
                 return
             if not force and cp.rows > self.checksum_limit:
@@ -254,6 +258,10 @@ class Runner:
             tables = tables_for(projection)
             digest = table_checksum(conn, pairs_of(projection, tables))
             rows = count_rows(conn, tables[projection.public.name])
+        with write_tx(self.engine) as conn:
+            now_cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
+            if now_cp is None or now_cp.position != cp.position or now_cp.checksum is not None:
+                return
             put_checkpoint(conn, projection.name, projection.version, checksum=digest, rows=rows)
 
     # ------------------------------------------------------------ recovery
@@ -286,7 +294,10 @@ class Runner:
         try:
             while not stop.is_set():
                 try:
-                    summary = self.run_once(throttle=True)
+                    # checksums only when idle: a full-table read must not delay fresh events
+                    summary = self.run_once(checksums=False)
+                    if not summary["applied"]:
+                        self.run_once(throttle=True)
                 except TRANSIENT as exc:
                     logger.warning("projection runner: database unavailable: {}", exc.orig)
                     stop.wait(backoff)
@@ -341,8 +352,10 @@ def _observe(projection: Projection, events: Sequence[LoggedEvent], changes: Cha
         VERSION_MISSING.inc(changes.version_missing)
     now = utcnow()
     for event in events:
-        if event.change.table == source and event.change.source_ts is not None:
-            FRESHNESS.observe(max(0.0, (now - parse_ts(event.change.source_ts)).total_seconds()))
+        change = event.change
+        # snapshot (op r / backfill) events carry old commit times: not a freshness sample
+        if change.table == source and change.source_ts is not None and change.op != "r":
+            FRESHNESS.observe(max(0.0, (now - parse_ts(change.source_ts)).total_seconds()))
 
 
 class _Listener:
