@@ -14,7 +14,8 @@ COPY api ./api
 COPY rebuild ./rebuild
 COPY bo ./bo
 COPY migrations ./migrations
-RUN /opt/bo/bin/pip install .
+# The `tracing` extra lets OTEL_EXPORTER_OTLP_ENDPOINT turn on OpenTelemetry export.
+RUN /opt/bo/bin/pip install ".[tracing]"
 
 # ---- runtime: the virtualenv only, run as an unprivileged user ---------------------
 FROM python:3.11-slim AS runtime
