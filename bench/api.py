@@ -70,6 +70,15 @@ end
 # ---------------------------------------------------------------- data
 
 
+def _server_stack() -> str:
+    """What uvicorn's ``auto`` loop and HTTP parser pick in this environment."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
 def load_real_log(url: str, events: int) -> dict[str, Any]:
     """Append ``events`` generated Debezium events and project them (the real path)."""
     from eventlog.db import make_engine
@@ -441,8 +450,8 @@ Each request: JWT (RS256) verification (a verified token is remembered up to 60 
 the lookup (entry, order, pair and the freshness inputs in one prepared statement), and one
 audit record made durable (group commit) before the response. Random existing ids
 ({len(ids):,} sampled).
-`bo serve --no-projector --workers {workers}` (uvicorn, asyncio + h11; uvloop/httptools are
-not installed), the load generator in separate processes on the same 2 CPUs. Fixed rates are
+`bo serve --no-projector --workers {workers}` (uvicorn, {_server_stack()}),
+the load generator in separate processes on the same 2 CPUs. Fixed rates are
 paced by wrk's `delay()` per connection (closed loop with pauses: when the server falls
 behind, the offered rate drops instead of queueing, so compare req/s with the target rate).
 Throwaway PostgreSQL 15 on loopback (fsync off, synchronous_commit off — production
