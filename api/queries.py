@@ -2,7 +2,7 @@
 
 The projections own the physical tables (``bo.<table>_v<N>``); the API reads only the
 stable views ``bo.ledger_entries``, ``bo.payment_orders`` and ``bo.payment_ledger_pairs``
-(columns per docs/contracts.md), described here as lightweight tables.
+(columns per docs/contracts.md), typed from the projections' table definitions.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
-    Integer,
-    MetaData,
     Table,
-    Text,
     and_,
     bindparam,
     func,
@@ -32,71 +26,17 @@ from sqlalchemy import (
     tuple_,
 )
 
-from eventlog.schema import BO_SCHEMA, checkpoints, consumer_heartbeats, dead_letters, events
+from eventlog.schema import checkpoints, consumer_heartbeats, dead_letters, events
 from eventlog.timeutil import parse_ts
+from projections.ledger_entries import LEDGER_ENTRIES
+from projections.pairs import PAIRS
+from projections.payment_orders import PAYMENT_ORDERS
+from projections.tables import view_table
 
-_views = MetaData()
-
-ledger_entries = Table(
-    "ledger_entries",
-    _views,
-    Column("tx_id", Text, primary_key=True),
-    Column("wallet_id", Text),
-    Column("type", Text),
-    Column("amount", Text),
-    Column("amount_signed", Text),
-    Column("currency", Text),
-    Column("status", Text),
-    Column("related_id", Text),
-    Column("related_type", Text),
-    Column("created_at", Text),
-    Column("updated_at", Text),
-    Column("version", BigInteger),
-    Column("deleted", Boolean),
-    Column("deleted_at", Text),
-    Column("source_ts", Text),
-    Column("lsn", BigInteger),
-    Column("position", BigInteger),
-    schema=BO_SCHEMA,
-)
-
-payment_orders = Table(
-    "payment_orders",
-    _views,
-    Column("order_id", Text, primary_key=True),
-    Column("payer_wallet_id", Text),
-    Column("receiver_wallet_id", Text),
-    Column("amount", Text),
-    Column("currency", Text),
-    Column("status", Text),
-    Column("status_group", Text),
-    Column("created_at", Text),
-    Column("updated_at", Text),
-    Column("settled_at", Text),
-    Column("failed_at", Text),
-    Column("version", BigInteger),
-    Column("deleted", Boolean),
-    Column("deleted_at", Text),
-    Column("source_ts", Text),
-    Column("lsn", BigInteger),
-    Column("position", BigInteger),
-    schema=BO_SCHEMA,
-)
-
-payment_ledger_pairs = Table(
-    "payment_ledger_pairs",
-    _views,
-    Column("payment_order_id", Text, primary_key=True),
-    Column("payment_tx_id", Text),
-    Column("receive_tx_id", Text),
-    Column("payer_wallet_id", Text),
-    Column("receiver_wallet_id", Text),
-    Column("pairing_status", Text),
-    Column("leg_count", Integer),
-    Column("first_seen_at", Text),
-    Column("completed_at", Text),
-    schema=BO_SCHEMA,
-)
+# The stable views, typed from the projections' own table definitions (one source of columns).
+ledger_entries = view_table(LEDGER_ENTRIES)
+payment_orders = view_table(PAYMENT_ORDERS)
+payment_ledger_pairs = view_table(PAIRS)
 
 Row = dict[str, Any]
 PAIR_TYPES = (None, "PAYMENT_ORDER")
