@@ -7,7 +7,11 @@ Deletes: the key comes from ``before``. Debezium's default replica identity send
 the primary key in ``before``; then ``version`` and ``updated_at`` are taken from the
 current row (a tie), so lsn and position decide — a delete wins ties by lsn/position.
 A winning delete keeps the row (``deleted`` true, ``deleted_at`` = the delete's commit
-time) with ``before``'s non-null values, else the previous row's. A delete of an
+time). Its data: when ``before`` is a row image (it carries version or updated_at),
+``before``'s non-null values over the previous row's; when it is key-only, the previous
+row's — the other values of a key-only image are placeholders (Debezium fills required
+columns with defaults such as ``""`` and ``0``) and must not overwrite what was deleted.
+A delete of an
 unknown key stores a tombstone, so an older create arriving late does not resurrect it
 when version/lsn say it is older.
 """
@@ -70,10 +74,12 @@ def merge(event: LoggedEvent, current: Row | None, build: Builder) -> Row | None
 
 
 def data_columns(event: LoggedEvent, current: Row | None, columns: Sequence[str]) -> dict[str, Any]:
-    """The data a change carries: ``after`` as is; for a delete ``before`` over the current row."""
+    """The data a change carries: ``after`` as is; for a delete see the module docstring."""
     source = event.change.row
     if event.change.op != "d" or current is None:
         return {c: source.get(c) for c in columns}
+    if lacks_order(event):  # key-only image: keep the deleted row's data
+        return {c: current.get(c) for c in columns}
     return {c: source.get(c) if source.get(c) is not None else current.get(c) for c in columns}
 
 

@@ -77,6 +77,23 @@ def test_key_only_delete_wins_tie_by_lsn_and_keeps_data() -> None:
     assert row["amount_signed"] == "-10.00"
 
 
+def test_key_only_delete_with_placeholder_values_keeps_the_deleted_data() -> None:
+    # Debezium's default replica identity: ``before`` holds the key, and required columns
+    # come as defaults ("" and 0). They must not overwrite what was deleted.
+    placeholders = {"tx_id": "T1", "wallet_id": "", "type": "", "amount": "0.00", "currency": ""}
+    out = replay(
+        logged(
+            event(L, "c", ledger_row("T1", version=4, related_id="O1"), lsn=10, ts=1),
+            event(L, "d", placeholders, lsn=11, ts=7),
+        )
+    )
+    row = out.tx("T1")
+    assert row is not None
+    assert row["deleted"] is True
+    assert (row["wallet_id"], row["type"], row["amount"]) == ("W1", "PAYMENT", "10.00")
+    assert row["amount_signed"] == "-10.00"
+
+
 def test_delete_with_older_lsn_loses() -> None:
     out = replay(
         logged(
