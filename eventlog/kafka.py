@@ -380,6 +380,7 @@ class SyncConsumer:
                 fetch_max_wait_ms=cfg.fetch_max_wait_ms,
                 bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
                 reconnect_backoff_max_ms=int(cfg.backoff_max * 1000),
+                **self.settings.kafka_client_options(),
             )
             consumer.subscribe(self.settings.topics, listener=_Listener(self))
         except KafkaError as exc:
@@ -570,6 +571,7 @@ class SyncConsumer:
                     acks="all",
                     retries=5,
                     bootstrap_timeout_ms=self.config.bootstrap_timeout_ms,
+                    **self.settings.kafka_client_options(),
                 )
             for rec, letter in rejected:
                 self.producer.send(

@@ -9,9 +9,9 @@ import ipaddress
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventlog.errors import ConfigError
@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     kafka_topics: str = DEFAULT_TOPICS
     kafka_group: str = "bo-sync"
     dlq_topic: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
     auth_mode: Literal["dev", "oidc"] = "dev"
     oidc_jwks_url: str | None = None
     oidc_issuer: str | None = None
@@ -104,6 +109,31 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"BO_AUTH_MODE=oidc needs {', '.join(missing)}")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_sasl_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"BO_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "BO_KAFKA_SASL_USERNAME and BO_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options for kafka-python clients (e.g. Event Hubs: SASL_SSL + PLAIN)."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
 
     @property
     def is_sqlite(self) -> bool:
