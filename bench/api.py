@@ -35,7 +35,12 @@ from typing import Any
 
 import orjson
 
-from bench.common import debezium_events, machine_info, markdown_table, write_section
+from bench.common import (
+    append_generated,
+    machine_info,
+    markdown_table,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BO = str(Path(sys.executable).with_name("bo"))
@@ -84,21 +89,14 @@ def load_real_log(url: str, events: int) -> dict[str, Any]:
     from eventlog.db import make_engine
     from eventlog.migrate import upgrade
     from eventlog.settings import load_settings
-    from eventlog.store import EventLog, SourceRef, prepare
+    from eventlog.store import EventLog
     from projections.runner import Runner
 
     engine = make_engine(url)
     upgrade(engine)
     log = EventLog(engine)
     started = time.perf_counter()
-    batch: list[Any] = []
-    for n, raw in enumerate(debezium_events(events)):
-        batch.append(prepare(raw, SourceRef(topic="bench", partition=0, offset=n)))
-        if len(batch) >= 5000:
-            log.append(batch)
-            batch = []
-    if batch:
-        log.append(batch)
+    append_generated(log, events)
     appended = time.perf_counter() - started
     Runner(engine, load_settings(database_url=url)).run_once(checksums=False)
     projected = time.perf_counter() - started - appended

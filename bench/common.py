@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -190,3 +191,17 @@ def write_section(name: str, text: str) -> Path:
     path = OUT_DIR / f"{name}.md"
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     return path
+
+
+def append_generated(log: Any, count: int, *, batch: int = 5000) -> None:
+    """Append ``count`` generated Debezium events to ``log`` through the real path (prepare)."""
+    from eventlog.store import SourceRef, prepare
+
+    pending: list[Any] = []
+    for n, raw in enumerate(debezium_events(count)):
+        pending.append(prepare(raw, SourceRef(topic="bench", partition=0, offset=n)))
+        if len(pending) >= batch:
+            log.append(pending)
+            pending = []
+    if pending:
+        log.append(pending)

@@ -26,11 +26,11 @@ from typing import Any
 import orjson
 import psycopg
 
-from bench.common import debezium_events, machine_info, markdown_table, write_section
+from bench.common import append_generated, machine_info, markdown_table, write_section
 from bo.pgcluster import Cluster, throwaway_cluster
 from eventlog.db import make_engine
 from eventlog.migrate import upgrade
-from eventlog.store import EventLog, SourceRef, prepare
+from eventlog.store import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
 REBUILD = str(Path(sys.executable).with_name("rebuild"))
@@ -49,14 +49,7 @@ def load_log(url: str, count: int) -> tuple[int, float]:
     upgrade(engine)
     log = EventLog(engine)
     started = time.perf_counter()
-    batch: list[Any] = []
-    for n, raw in enumerate(debezium_events(count)):
-        batch.append(prepare(raw, SourceRef(topic="bench", partition=0, offset=n)))
-        if len(batch) >= 5000:
-            log.append(batch)
-            batch = []
-    if batch:
-        log.append(batch)
+    append_generated(log, count)
     head = log.head()
     engine.dispose()
     return head, time.perf_counter() - started
