@@ -580,3 +580,111 @@ def _epoch(value: int | Decimal, per_second: int, column: str, *, days: bool = F
 def _second_text(seconds: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` of an epoch second (cached: a stream's times are close)."""
     return (_EPOCH_NAIVE + timedelta(seconds=seconds)).isoformat()
+
+
+# ---------------------------------------------------------------- stored bytes (rebuild)
+
+_FALLBACK = DecodeError("use the reference decoder")
+_EXACT_TYPES = frozenset({str, int, bool})  # values orjson and the exact parse agree on
+
+
+def decode_stored(raw: bytes) -> Change:
+    """:func:`decode_bytes` for bytes read back from the log, without the redaction walk.
+
+    The log only holds bytes that went through :func:`parse` at append time, so they are
+    already redacted (redaction is idempotent: a second walk changes nothing) and within
+    the size and depth limits. This reads the fields a :class:`Change` needs straight from
+    orjson's parse. Anything off the common shapes — a schema-wrapped document, a float
+    or a container where a value is read (they need the exact re-parse or the walk), any
+    error — goes through :func:`decode_bytes`, so the result (or the error) is always
+    the reference decoder's.
+    """
+    try:
+        doc = orjson.loads(raw) if len(raw) <= MAX_EVENT_BYTES else None
+        if type(doc) is dict and not ("payload" in doc and "schema" in doc):
+            return _stored_change(doc)
+    except (orjson.JSONDecodeError, DecodeError):
+        pass
+    return decode_bytes(raw)
+
+
+def _stored_change(env: dict[str, Any]) -> Change:
+    """The fast path of :func:`decode_stored`; raises :class:`DecodeError` to fall back."""
+    op = env.get("op")
+    source = env.get("source")
+    if type(op) is not str or op not in OPS or type(source) is not dict:
+        raise _FALLBACK
+    table: Any = source.get("table")
+    spec = TABLES.get(table) if type(table) is str else None
+    raw_row = env.get("before" if op == "d" else "after")
+    if spec is None or type(raw_row) is not dict:
+        raise _FALLBACK
+    decimals, timestamps, integers, texts = _plan(spec)
+    get = raw_row.get
+    row: Row = {}
+    # decode_row's loops and column order; a value not in canonical form goes through its
+    # column's full decoder as there, unless it is a float or a container
+    for column in decimals:
+        value = get(column)
+        if type(value) is str and _is_plain_decimal(value):
+            row[column] = value
+        elif value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) in _EXACT_TYPES:
+            row[column] = decode_decimal(column, value, _NO_SCHEMA)
+        else:
+            raise _FALLBACK
+    for column in timestamps:
+        value = get(column)
+        if type(value) is str and _is_canonical_ts(value):
+            row[column] = value
+        elif value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) in _EXACT_TYPES:
+            row[column] = decode_timestamp(column, value, _NO_SCHEMA)
+        else:
+            raise _FALLBACK
+    for column in integers:
+        value = get(column)
+        if type(value) is int:
+            row[column] = value
+        elif value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) in _EXACT_TYPES:
+            row[column] = decode_integer(column, value, _NO_SCHEMA)
+        else:
+            raise _FALLBACK
+    for column in texts:
+        value = get(column)
+        if type(value) is str and "\x00" not in value and value != _UNAVAILABLE:
+            row[column] = value
+        elif value is None or value == _UNAVAILABLE:
+            row[column] = None
+        elif type(value) in _EXACT_TYPES:
+            row[column] = decode_text(column, value, _NO_SCHEMA)
+        else:
+            raise _FALLBACK
+    key = row.get(spec.key)
+    ts = source.get("ts_ms")
+    lsn = source.get("lsn")
+    tx = source.get("txId")
+    snapshot = source.get("snapshot")
+    if (
+        key is None
+        or key == ""
+        or not (ts is None or type(ts) is int)
+        or not (lsn is None or type(lsn) in _EXACT_TYPES)
+        or not (tx is None or type(tx) in _EXACT_TYPES)
+        or not (snapshot is None or type(snapshot) in _EXACT_TYPES)
+    ):
+        raise _FALLBACK
+    return Change(
+        table=table,
+        op=op,
+        key=key,
+        row=row,
+        source_ts=None if ts is None else _epoch(ts, 1000, "source.ts_ms"),
+        lsn=lsn if type(lsn) is int else _lsn(lsn),
+        source_tx=_text_or_none(tx),
+        snapshot=_text_or_none(snapshot),
+    )
