@@ -57,6 +57,10 @@ class Projection(ABC):
     tables: ClassVar[tuple[TableDef, ...]]  # the public table first
     sources: ClassVar[frozenset[str]]  # the log tables it folds (others are skipped unread)
     revision: ClassVar[int] = 1  # bump when the fold's output changes for the same config
+    # (table, column) pairs ``prefetch`` reads through ``Reader.by_column``: a rebuild into
+    # fresh tables remembers which values those columns hold, to skip lookups that cannot
+    # find anything (one that is not declared is always looked up: correct, only slower)
+    lookups: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def config(self) -> dict[str, Any]:
         """The configuration the fold depends on (hashed into the fingerprint)."""

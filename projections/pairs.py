@@ -131,6 +131,7 @@ class PairsV1(Projection):
     version = 1
     tables = (PAIRS, PAIR_LEGS)
     sources = frozenset({SOURCE})
+    lookups = ((PAIR_LEGS.name, "related_id"),)
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         keys = {e.change.key for e in events if e.change.table == SOURCE}

@@ -9,8 +9,9 @@ sees the old version or the new one, never a half-built table.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -133,15 +134,32 @@ def _copy_upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None
     target = qualified(conn, physical.name)
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
     conn.exec_driver_sql(f"TRUNCATE {stage}")
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    copy_rows(conn, stage, columns, rows)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
     conn.exec_driver_sql(
         f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {stage} "
         f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
+
+
+def copy_rows(conn: Connection, target: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
+    """PostgreSQL: ``COPY target (columns) FROM STDIN`` of ``rows`` (dicts) in the caller's tx."""
+    values = itemgetter(*columns)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN") as copy:
+        write = copy.write_row
+        for row in rows:
+            write(values(row))
+
+
+def insert_rows(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
+    """Insert rows whose keys are not in the table yet (PostgreSQL: plain COPY, no conflict
+    handling — the caller knows the keys are new; SQLite: one executemany INSERT)."""
+    if is_sqlite(conn):
+        conn.execute(insert(physical), list(rows))
+        return
+    columns = [c.name for c in physical.columns]
+    copy_rows(conn, qualified(conn, physical.name), columns, rows)
 
 
 def apply_batch(

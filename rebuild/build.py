@@ -17,7 +17,7 @@ Protocol of ``build`` (under the projection's rebuild lock):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,6 @@ from projections import registry
 from projections.base import Changes, Projection
 from projections.checksum import table_checksum
 from projections.runner import TRANSIENT
-from projections.source import read_range
 from projections.store import (
     ACTIVE,
     BUILDING,
@@ -58,6 +57,7 @@ from projections.store import (
     tables_for,
 )
 from rebuild.decoding import parallel_batches
+from rebuild.fresh import Written, apply_fresh, gc_paused, read_events
 from rebuild.locks import projection_lock
 
 BATCH = 20_000
@@ -123,27 +123,34 @@ def replay(
     batch: int = BATCH,
     progress: Progress | None = None,
     workers: int = 0,
+    fresh: bool = False,
 ) -> tuple[int, int]:
     """Apply events ``after < position <= upto`` (default: the head) in batches.
 
     Each batch is its own transaction. With ``workers`` > 0 the events are decoded in
-    that many processes (:mod:`rebuild.decoding`).
+    that many processes (:mod:`rebuild.decoding`). ``fresh``: the tables were created
+    empty for this replay and nothing else writes them (:mod:`rebuild.fresh`).
     Returns (last position, rows added to the public table).
     """
+    if fresh and after != 0:
+        raise ValueError("a replay into fresh tables starts at position 0")
     with read_tx(engine) as conn:
         head = head_position(conn) if upto is None else upto
     position, rows = after, 0
     public = projection.public.name
+    written = Written(projection) if fresh else None
     if workers > 0:
         ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
     else:
         ranges = _serial_batches(engine, after, head, batch, projection.sources)
-    for upto, events in ranges:
-        if events:
-            rows += _apply(engine, projection, tables, events).rows_delta.get(public, 0)
-        position = upto
-        if progress is not None:
-            progress(position, head)
+    with gc_paused():
+        for upto, events in ranges:
+            if events:
+                changes = _apply(engine, projection, tables, events, written)
+                rows += changes.rows_delta.get(public, 0)
+            position = upto
+            if progress is not None:
+                progress(position, head)
     return position, rows
 
 
@@ -154,22 +161,30 @@ def _serial_batches(
     for start in range(after, head, batch):
         upto = min(start + batch, head)
         with read_tx(engine) as conn:
-            yield upto, read_range(conn, start, upto, tables)
+            yield upto, read_events(conn, start, upto, tables)
 
 
 def _apply(
-    engine: Engine, projection: Projection, tables: Tables, events: Sequence[LoggedEvent]
+    engine: Engine,
+    projection: Projection,
+    tables: Tables,
+    events: list[LoggedEvent],
+    written: Written | None = None,
 ) -> Changes:
     """One batch in one transaction; a builder error is pinned to its event and raised."""
     try:
         with write_tx(engine) as conn:
-            return apply_batch(conn, projection, tables, events)
+            if written is None:
+                return apply_batch(conn, projection, tables, events)
+            changes = apply_fresh(conn, projection, tables, events, written)
+        written.remember(changes)  # committed
+        return changes
     except TRANSIENT:
         raise
     except Exception as exc:
         if len(events) > 1:  # find the failing event; the tables are scratch, so apply freely
             for event in events:
-                _apply(engine, projection, tables, [event])
+                _apply(engine, projection, tables, [event], written)
         raise RebuildFailed(projection, events[0].position, exc) from exc
 
 
@@ -179,7 +194,7 @@ def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) 
     head = head_position(conn)
     for start in range(after, head, BATCH):
         position = min(start + BATCH, head)
-        events = read_range(conn, start, position, projection.sources)
+        events = read_events(conn, start, position, projection.sources)
         if not events:
             continue
         try:
@@ -210,7 +225,13 @@ def build(
         new = _prepare(engine, projection)
         try:
             position, rows = replay(
-                engine, projection, new, batch=batch, progress=progress, workers=workers
+                engine,
+                projection,
+                new,
+                batch=batch,
+                progress=progress,
+                workers=workers,
+                fresh=True,
             )
             with write_tx(engine) as conn:
                 create_indexes(conn, projection, NEW)

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from sqlalchemy import Engine
 
 from eventlog.store import LoggedEvent
-from projections.source import decode_rows, read_raw
+from rebuild.fresh import decode_rows, read_rows
 
 _AHEAD = 3  # batches decoded ahead of the one being applied
 
@@ -37,7 +37,7 @@ def parallel_batches(
         pending: deque[tuple[int, list[Future[list[LoggedEvent]]]]] = deque()
         for start in range(after, head, batch):
             upto = min(start + batch, head)
-            rows = read_raw(conn, start, upto, tables)
+            rows = read_rows(conn, start, upto, tables)
             conn.rollback()  # end the read transaction: nothing is held between batches
             piece = max(1, len(rows) // workers)
             pending.append(

@@ -145,7 +145,7 @@ def _check(
 def _replayed(engine: Engine, projection: Projection, batch: int, suffix: str) -> list[Any]:
     with write_tx(engine) as conn:
         tables = create_tables(conn, projection, suffix)
-    replay(engine, projection, tables, batch=batch)
+    replay(engine, projection, tables, batch=batch, fresh=True)
     public = projection.public
     with engine.connect() as conn:
         return [
