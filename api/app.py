@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import problems
+from api.aio import AsyncAuditSink, AsyncLookups, AsyncPool, conninfo
 from api.audit import AuditWriter
 from api.auth import make_verifier
 from api.authz import Authorizer
@@ -29,10 +30,12 @@ from api.models import Problem
 from api.routes import admin, public
 from api.service import Service
 from api.tracing import TracingMiddleware, trace_sql, tracer_from_environment
+from eventlog.db import is_sqlite
 from eventlog.settings import Settings
 from eventlog.timeutil import utcnow
 
 API_VERSION = "1.0.0"
+ASYNC_POOL_SIZE = 8  # event-loop connections per process for the hot lookups (api/aio.py)
 
 
 def create_app(
@@ -46,10 +49,28 @@ def create_app(
     writer = AuditWriter(engine)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _match_threads_to_pool(engine)
-        yield
-        writer.close()
+        state: AppState = app.state.bo
+        sink: AsyncAuditSink | None = None
+        pool: AsyncPool | None = None
+        if not is_sqlite(engine):  # the hot path on the event loop (api/aio.py)
+            dsn = conninfo(engine)
+            pool = AsyncPool(dsn, ASYNC_POOL_SIZE)
+            sink = AsyncAuditSink(dsn, on_commit=writer.count_commit)
+            sink.start()
+            writer.attach(sink)
+            state.aio = AsyncLookups(engine, pool, now, state.service.kafka_group)
+        try:
+            yield
+        finally:
+            state.aio = None
+            writer.attach(None)
+            if sink is not None:
+                await sink.close()
+            if pool is not None:
+                await pool.close()
+            writer.close()
 
     app = FastAPI(
         title="Back-office admin API",

@@ -12,7 +12,9 @@ field and cannot forge another record.
 Group commit: requests hand their record to :class:`AuditWriter`; one thread takes
 everything queued, and in one transaction (holding the chain's lock) appends the
 batch with consecutive ids. Each request waits for *its* batch to commit before its
-response is sent; if the commit fails, every request in the batch gets 503.
+response is sent; if the commit fails, every request in the batch gets 503. On
+PostgreSQL, once the app has started, records from the server's event loop go to
+:class:`api.aio.AsyncAuditSink` instead (the same batches on the loop, no thread hop).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from loguru import logger
@@ -36,6 +38,9 @@ from sqlalchemy import Connection, Engine, and_, insert, select, text
 from eventlog.db import is_sqlite, write_tx
 from eventlog.errors import CheckFailed, UsageError
 from eventlog.schema import audit_log
+
+if TYPE_CHECKING:
+    from api.aio import AsyncAuditSink
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x626F617564  # "boaud"
@@ -122,6 +127,17 @@ def append_records(conn: Connection, entries: Sequence[AuditEntry]) -> list[int]
         select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
     ).first()
     last_id, prev = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+    rows = chain_rows(entries, last_id, prev)
+    conn.execute(insert(audit_log), rows)
+    return [r["id"] for r in rows]
+
+
+def chain_rows(
+    entries: Sequence[AuditEntry], last_id: int, prev: str | None
+) -> list[dict[str, Any]]:
+    """The stored rows of ``entries`` appended after record ``last_id`` whose hash is
+    ``prev`` (``None``: the chain is empty)."""
+    prev = GENESIS if prev is None else prev
     rows = []
     for entry in entries:
         last_id += 1
@@ -130,8 +146,7 @@ def append_records(conn: Connection, entries: Sequence[AuditEntry]) -> list[int]
         row["prev_hash"] = prev
         row["hash"] = prev = record_hash(prev, row)
         rows.append(row)
-    conn.execute(insert(audit_log), rows)
-    return [r["id"] for r in rows]
+    return rows
 
 
 _STOP = object()
@@ -149,6 +164,14 @@ class AuditWriter:
         self._start_lock = threading.Lock()
         self.commits = 0  # batches made durable
         self.submitted = 0  # records handed in (for tests and metrics of batching)
+        self._sink: AsyncAuditSink | None = None
+
+    def attach(self, sink: AsyncAuditSink | None) -> None:
+        """Send records written from ``sink``'s event loop through it (``None``: detach)."""
+        self._sink = sink
+
+    def count_commit(self) -> None:
+        self.commits += 1
 
     def submit(self, entry: AuditEntry) -> Future[int]:
         """Queue a record; the future resolves to its id once it is durable."""
@@ -169,11 +192,17 @@ class AuditWriter:
 
     async def awrite(self, entry: AuditEntry) -> int:
         """Await durability from an event loop (one loop wake-up per batch, not per record)."""
-        self._ensure_started()
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[int] = loop.create_future()
-        self.submitted += 1
-        self._queue.put((entry, _LoopWaiter(loop, waiter)))
+        sink = self._sink
+        waiter: asyncio.Future[int]
+        if sink is not None and sink.loop is loop:
+            waiter = sink.submit(entry)
+            self.submitted += 1
+        else:
+            self._ensure_started()
+            waiter = loop.create_future()
+            self.submitted += 1
+            self._queue.put((entry, _LoopWaiter(loop, waiter)))
         try:
             return await asyncio.wait_for(waiter, self.timeout)
         except AuditUnavailable:

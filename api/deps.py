@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.aio import AsyncLookups
 from api.audit import AuditWriter
 from api.auth import AuthError, KeysUnavailable, Principal, Verifier
 from api.authz import Authorizer
@@ -37,6 +38,7 @@ class AppState:
     writer: AuditWriter
     clock: Callable[[], datetime]
     metrics: MetricsExporter
+    aio: AsyncLookups | None = None  # set while the app runs on PostgreSQL (api/aio.py)
 
     def identify(self, token: str) -> tuple[str, list[str]] | None:
         """The verified subject and roles of a token, or ``None`` (never raises)."""

@@ -212,10 +212,17 @@ def freshness_from(
     pinned: bool = False,
 ) -> Freshness:
     """Finish :func:`freshness` from a row carrying the ``fresh_*`` columns."""
+    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
+    return freshness_with(now, row, consumer_lag, pinned=pinned)
+
+
+def freshness_with(
+    now: datetime, row: Any, consumer_lag: float | None, *, pinned: bool = False
+) -> Freshness:
+    """:func:`freshness_from` with the consumer lag already known (``None``: no Kafka)."""
     position = int(row.fresh_position or 0)
     pending = None if pinned else row.fresh_pending  # a replay has applied all up to it
     projection_lag = _age(now, pending) if pending else 0.0
-    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
     lag = max(projection_lag, consumer_lag or 0.0)
     synced = None if row.fresh_synced is None else str(row.fresh_synced)
     return Freshness(round(lag, 3), synced, position, projection_lag, consumer_lag)
@@ -296,6 +303,11 @@ def consumer_lag_seconds(conn: Connection, now: datetime, group: str) -> float:
             consumer_heartbeats.c.group_id == group
         )
     ).all()
+    return consumer_lag_from(now, [(r[0], r[1]) for r in rows])
+
+
+def consumer_lag_from(now: datetime, rows: Sequence[tuple[Any, Any]]) -> float:
+    """:func:`consumer_lag_seconds` from the group's ``(heartbeat_at, caught_up_at)`` rows."""
     if not rows:
         return 0.0  # no consumer ever ran: only the projections' lag is known
     ever_caught = max((str(r[1]) for r in rows if r[1]), default=None)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AfterValidator, BeforeValidator
+from starlette.concurrency import run_in_threadpool
 
 from api import models
 from api.audit import AuditFilter
@@ -77,11 +78,13 @@ def _text(value: datetime | None) -> str | None:
 
 
 @admin.get("/tx/{tx_id}", name="tx", response_model=models.TxDetail)
-def get_tx(
+async def get_tx(
     tx_id: TxId, state: State, as_of: AsOfTime = None, as_of_position: AsOfPosition = None
-) -> dict[str, object]:
+) -> Any:
     """One ledger entry with its pairing, order and freshness (ADMIN_READ)."""
-    return state.service.tx(tx_id, _as_of(as_of, as_of_position))
+    if state.aio is not None and as_of is None and as_of_position is None:
+        return await state.aio.tx_response(tx_id)  # PostgreSQL, on the event loop
+    return await run_in_threadpool(state.service.tx, tx_id, _as_of(as_of, as_of_position))
 
 
 @admin.get(

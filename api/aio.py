@@ -1,0 +1,427 @@
+"""The PostgreSQL hot path on the event loop: psycopg 3 async connections, no thread hops.
+
+``GET /admin/tx/{id}`` (without ``as_of``) and the audit writer are the per-request work
+at high rates. On PostgreSQL, once the app's lifespan has started, both run here:
+
+- :class:`AsyncPool`: a few autocommit connections per process, handed out to one
+  statement at a time (a lookup is one statement: one snapshot, one round trip);
+- :class:`AsyncLookups`: the same single statement as :func:`api.queries.tx_bundle`
+  (compiled once from it, executed as a prepared statement), shaped by the same pure
+  :mod:`api.lookups` functions, and serialised with orjson into exactly the bytes the
+  response model would produce (``tests/test_api_aio.py`` compares them);
+- :class:`AsyncAuditSink`: group commit of audit records on its own connection, as an
+  asyncio task: each request awaits its own batch's commit (one commit per batch, the
+  chain lock and the head read pipelined into one round trip).
+
+SQLite (the embedded default), apps whose lifespan never ran (a ``TestClient`` without
+``with``) and ``as_of`` lookups use the synchronous path (SQLAlchemy in the thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+import psycopg
+from loguru import logger
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine, select
+from starlette.responses import Response
+
+from api import lookups, models, queries
+from api.audit import _LOCK_KEY, HASHED_FIELDS, AuditEntry, AuditUnavailable, chain_rows
+from api.problems import ProblemError
+from eventlog.schema import audit_log, consumer_heartbeats
+
+UNAVAILABLE = "serving data unavailable (database down or projections not built yet)"
+
+
+def conninfo(engine: Engine) -> str:
+    """A libpq URI for the engine's database (same user, password, host and options)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class AsyncPool:
+    """Autocommit connections for one event loop, created on demand up to ``size``.
+
+    A connection that failed (or is left in a transaction) is closed, not reused.
+    """
+
+    def __init__(self, dsn: str, size: int = 8, *, connect_timeout: int = 5) -> None:
+        self.dsn = dsn
+        self.size = size
+        self.connect_timeout = connect_timeout
+        self._idle: deque[AsyncConnection[Any]] = deque()
+        self._waiters: deque[asyncio.Future[AsyncConnection[Any] | None]] = deque()
+        self._count = 0
+        self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        conn = await self._acquire()
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            self._release(conn, ok)
+
+    async def _acquire(self) -> AsyncConnection[Any]:
+        while True:
+            if self._closed:
+                raise psycopg.OperationalError("connection pool closed")
+            if self._idle:
+                return self._idle.pop()
+            if self._count < self.size:
+                self._count += 1
+                try:
+                    return await AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=self.connect_timeout
+                    )
+                except BaseException:
+                    self._count -= 1
+                    self._wake(None)
+                    raise
+            waiter: asyncio.Future[AsyncConnection[Any] | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiters.append(waiter)
+            try:
+                conn = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()
+                    if handed is not None:
+                        self._release(handed, True)
+                raise
+            if conn is not None:
+                return conn
+
+    def _release(self, conn: AsyncConnection[Any], ok: bool) -> None:
+        healthy = (
+            ok
+            and not self._closed
+            and not conn.closed
+            and conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        if not healthy:
+            self._count -= 1
+            if not conn.closed:
+                self._close_later(conn)
+            self._wake(None)
+            return
+        if not self._wake(conn):
+            self._idle.append(conn)
+
+    def _close_later(self, conn: AsyncConnection[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(conn.close())
+        self._closing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._closing.discard)
+
+    def _wake(self, conn: AsyncConnection[Any] | None) -> bool:
+        """Hand ``conn`` (or, with ``None``, a chance to connect) to the oldest waiter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def discard_idle(self) -> None:
+        """Close the idle connections (new ones are made on demand)."""
+        while self._idle:
+            conn = self._idle.pop()
+            self._count -= 1
+            self._close_later(conn)
+        self._wake(None)
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            conn = self._idle.pop()
+            self._count -= 1
+            await conn.close()
+        self._wake(None)
+
+
+_Layout = tuple[slice, slice, slice, dict[str, list[str]]]
+
+
+class _Fresh(NamedTuple):
+    fresh_position: Any
+    fresh_synced: Any
+    fresh_pending: Any
+
+
+_TX_KEYS = tuple(models.TxDetail.model_fields)
+_ORDER_KEYS = tuple(models.PaymentOrder.model_fields)
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # models.Decimal, used with fullmatch
+_PAIRING = frozenset(("COMPLETE", "INCOMPLETE", "CONFLICT", "UNKNOWN"))
+_HEARTBEATS = select(consumer_heartbeats.c.heartbeat_at, consumer_heartbeats.c.caught_up_at).where(
+    consumer_heartbeats.c.group_id == "__group__"
+)
+
+
+def tx_json(detail: dict[str, Any]) -> bytes | None:
+    """The ``TxDetail`` response body for ``detail``, byte for byte as FastAPI would write it
+    (field order of the model, compact JSON); ``None`` when the model would reject it (the
+    caller then lets FastAPI validate, so such an answer fails exactly as before)."""
+    order = detail.get("payment_order")
+    for value in (detail.get("amount"), detail.get("amount_signed")):
+        if value is not None and (not isinstance(value, str) or not _DECIMAL.fullmatch(value)):
+            return None
+    if detail.get("pairing_status") not in _PAIRING:
+        return None
+    out = {k: detail[k] for k in _TX_KEYS}
+    out["data_lag_sec"] = float(out["data_lag_sec"])  # a float field: 0 is written 0.0
+    if order is not None:
+        amount = order.get("amount")
+        if amount is not None and (not isinstance(amount, str) or not _DECIMAL.fullmatch(amount)):
+            return None
+        out["payment_order"] = {k: order[k] for k in _ORDER_KEYS}
+    return orjson.dumps(out)
+
+
+class AsyncLookups:
+    """``GET /admin/tx/{id}`` on the event loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        pool: AsyncPool,
+        clock: Callable[[], datetime],
+        kafka_group: str | None,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.kafka_group = kafka_group
+        compiled = queries._tx_bundle_statement().compile(dialect=engine.dialect)
+        self._sql = compiled.string
+        self._params = dict(compiled.params)
+        beats = _HEARTBEATS.compile(dialect=engine.dialect)
+        self._beats_sql = beats.string
+        self._beats_params = dict(beats.params)
+        self._beats_key = next(k for k, v in beats.params.items() if v == "__group__")
+        self._slices: _Layout | None = None
+
+    @staticmethod
+    def _layout(description: Sequence[Any]) -> _Layout:
+        names = [d.name for d in description]
+        parts: dict[str, list[int]] = {"le": [], "po": [], "pr": []}
+        for i, name in enumerate(names):
+            prefix, sep, _ = name.partition("__")
+            if sep and prefix in parts:
+                parts[prefix].append(i)
+        slices = []
+        keys: dict[str, list[str]] = {}
+        for prefix, idx in parts.items():
+            assert idx == list(range(idx[0], idx[-1] + 1))
+            slices.append(slice(idx[0], idx[-1] + 1))
+            keys[prefix] = [names[i][len(prefix) + 2 :] for i in idx]
+        return slices[0], slices[1], slices[2], keys
+
+    async def tx(self, tx_id: str) -> dict[str, Any]:
+        """The same answer as :meth:`api.service.Service.tx` without ``as_of``."""
+        try:
+            try:
+                row, now, consumer_lag = await self._read(tx_id)
+            except psycopg.OperationalError:
+                # pooled connections may have died while idle (server restart, idle
+                # timeout): drop the idle ones; a read is safe to repeat once, afresh
+                self.pool.discard_idle()
+                row, now, consumer_lag = await self._read(tx_id)
+        except psycopg.Error as exc:
+            raise ProblemError(503, UNAVAILABLE) from exc
+        layout = self._slices
+        assert row is not None
+        assert layout is not None
+        le, po, pr, keys = layout
+        fresh = queries.freshness_with(now, _Fresh(row[0], row[1], row[2]), consumer_lag)
+        tx = dict(zip(keys["le"], row[le], strict=True))
+        if tx["tx_id"] is None:
+            raise ProblemError(
+                404,
+                f"tx {tx_id} not found",
+                data_lag_sec=fresh.data_lag_sec,
+                synced_through=fresh.synced_through,
+            )
+        order = dict(zip(keys["po"], row[po], strict=True))
+        pair = dict(zip(keys["pr"], row[pr], strict=True))
+        detail = lookups.tx_detail(
+            tx,
+            None if order["order_id"] is None else order,
+            None if pair["payment_order_id"] is None else pair,
+        )
+        detail.update(
+            data_lag_sec=fresh.data_lag_sec,
+            synced_through=fresh.synced_through,
+            log_position=fresh.log_position,
+            as_of=None,
+        )
+        return detail
+
+    async def _read(self, tx_id: str) -> tuple[Any, datetime, float | None]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(self._sql, {**self._params, "tx_id": tx_id}, prepare=True)
+            row = await cur.fetchone()
+            if self._slices is None and cur.description is not None:
+                self._slices = self._layout(cur.description)
+            now = self.clock()
+            consumer_lag = None
+            if self.kafka_group:
+                params = {**self._beats_params, self._beats_key: self.kafka_group}
+                beats = await conn.execute(self._beats_sql, params, prepare=True)
+                rows = await beats.fetchall()
+                consumer_lag = queries.consumer_lag_from(now, [(r[0], r[1]) for r in rows])
+        return row, now, consumer_lag
+
+    async def tx_response(self, tx_id: str) -> Response | dict[str, Any]:
+        detail = await self.tx(tx_id)
+        body = tx_json(detail)
+        if body is None:
+            return detail
+        return Response(body, media_type="application/json")
+
+
+# ---------------------------------------------------------------- audit
+
+
+_INSERT = (
+    f"INSERT INTO {audit_log.schema}.{audit_log.name} ("
+    + ", ".join((*HASHED_FIELDS, "prev_hash", "hash"))
+    + ") VALUES ("
+    + ", ".join(f"%({name})s" for name in (*HASHED_FIELDS, "prev_hash", "hash"))
+    + ")"
+)
+_HEAD = f"SELECT id, hash FROM {audit_log.schema}.{audit_log.name} ORDER BY id DESC LIMIT 1"
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+
+
+class AsyncAuditSink:
+    """Group commit of audit records on the event loop, on a connection of its own.
+
+    Requests append ``(entry, future)``; one task takes everything pending and appends it
+    in one transaction (chain lock, head, inserts, commit) exactly as
+    :func:`api.audit.append_records` does. Every future of a failed batch gets
+    :class:`AuditUnavailable`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_batch: int = 256,
+        connect_timeout: int = 5,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.max_batch = max_batch
+        self.connect_timeout = connect_timeout
+        self.on_commit = on_commit
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[AuditEntry, asyncio.Future[int]]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection[Any] | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._task = self.loop.create_task(self._run(), name="audit-writer")
+
+    def submit(self, entry: AuditEntry) -> asyncio.Future[int]:
+        assert self.loop is not None
+        assert self._wakeup is not None
+        future: asyncio.Future[int] = self.loop.create_future()
+        self._pending.append((entry, future))
+        self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        self._fail(self._pending, AuditUnavailable("audit writer stopped"))
+        self._pending = []
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                try:
+                    ids = await self._commit([entry for entry, _ in batch])
+                except asyncio.CancelledError:
+                    self._fail(batch, AuditUnavailable("audit writer stopped"))
+                    raise
+                except Exception as exc:  # any failure means "not durable": fail every waiter
+                    reason = _one_line(exc)
+                    logger.error("audit write failed for {} records: {}", len(batch), reason)
+                    await self._drop_connection()
+                    self._fail(batch, AuditUnavailable(reason))
+                    continue
+                if self.on_commit is not None:
+                    self.on_commit()
+                for (_, future), record_id in zip(batch, ids, strict=True):
+                    if not future.done():
+                        future.set_result(record_id)
+
+    async def _commit(self, entries: list[AuditEntry]) -> list[int]:
+        """Append ``entries``; a connection found dead before anything was inserted (it
+        died while idle) is replaced once, as the pool's pre-ping does on the sync path."""
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await AsyncConnection.connect(
+                    self.dsn, autocommit=True, connect_timeout=self.connect_timeout
+                )
+            inserting = False
+            try:
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_LOCK, (_LOCK_KEY,), prepare=True)
+                    cur = await conn.execute(_HEAD, prepare=True)
+                    head = await cur.fetchone()
+                    last_id, prev = (0, None) if head is None else (int(head[0]), str(head[1]))
+                    rows = chain_rows(entries, last_id, prev)
+                    inserting = True
+                    await cur.executemany(_INSERT, rows)
+            except psycopg.OperationalError:
+                if inserting or attempt == 2:
+                    raise
+                await self._drop_connection()
+                continue
+            return [int(r["id"]) for r in rows]
+        raise AssertionError("unreachable")
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):  # closing a broken connection may fail: it is gone
+                await conn.close()
+
+    @staticmethod
+    def _fail(batch: list[tuple[AuditEntry, asyncio.Future[int]]], error: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+
+def _one_line(exc: BaseException) -> str:
+    text_ = str(exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
