@@ -276,7 +276,12 @@ def tx_bundle(conn: Connection, tx_id: str) -> TxBundle:
 @lru_cache(maxsize=1)
 def _tx_bundle_statement() -> Any:
     """Built once: constructing a 50-column select costs more than running it."""
-    le, po, pr = ledger_entries, payment_orders, payment_ledger_pairs
+    # short aliases keep the text under psycopg's 4 KB limit for caching a query's parse
+    le, po, pr = (
+        ledger_entries.alias("le"),
+        payment_orders.alias("po"),
+        payment_ledger_pairs.alias("pr"),
+    )
     anchor = select(literal(1).label("one")).subquery("anchor")
     points = and_(
         le.c.related_id.is_not(None),
