@@ -8,7 +8,7 @@ from decimal import Decimal
 from eventlog.decode import format_decimal
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, fold_entity, provenance
+from projections.lww import data_columns, fold_entity
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -63,20 +63,39 @@ def signed_amount(entry_type: str | None, amount: str | None) -> str | None:
 def build_entry(
     event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
 ) -> Row:
-    """The winning change as a ``ledger_entries`` row."""
+    """The winning change as a ``ledger_entries`` row (columns in table order)."""
     change = event.change
-    row: Row = {"tx_id": change.key}
-    row.update(data_columns(event, current, _DATA))
-    source_signed = change.row.get("amount_signed")
+    source = change.row
+    deleted = change.op == "d"
+    # the data columns: ``data_columns`` (which is the change's own row unless it deletes one)
+    get = (data_columns(event, current, _DATA) if deleted and current is not None else source).get
+    source_signed = source.get("amount_signed")
     if source_signed is not None:
         signed = source_signed
-    elif change.op == "d" and current is not None and change.row.get("amount") is None:
+    elif deleted and current is not None and source.get("amount") is None:
         signed = current["amount_signed"]
     else:
-        signed = signed_amount(row["type"], row["amount"])
-    row["amount_signed"] = signed
-    row.update(provenance(event, version, updated_at))
-    return {name: row[name] for name in _COLUMNS}
+        signed = signed_amount(get("type"), get("amount"))
+    return {
+        "tx_id": change.key,
+        "wallet_id": get("wallet_id"),
+        "type": get("type"),
+        "amount": get("amount"),
+        "amount_signed": signed,
+        "currency": get("currency"),
+        "status": get("status"),
+        "related_id": get("related_id"),
+        "related_type": get("related_type"),
+        "created_at": get("created_at"),
+        # provenance()
+        "updated_at": updated_at,
+        "version": version,
+        "deleted": deleted,
+        "deleted_at": change.source_ts if deleted else None,
+        "source_ts": change.source_ts,
+        "lsn": change.lsn,
+        "position": event.position,
+    }
 
 
 class LedgerEntriesV1(Projection):

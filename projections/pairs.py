@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, merge, provenance
+from projections.lww import data_columns, merge
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -70,11 +70,26 @@ _LEG_DATA = ("wallet_id", "type", "related_id", "related_type")
 def build_leg(
     event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
 ) -> Row:
-    row: Row = {"tx_id": event.change.key}
-    row.update(data_columns(event, current, _LEG_DATA))
-    row.update(provenance(event, version, updated_at))
-    row["first_ts"] = current["first_ts"] if current is not None else None
-    return {name: row[name] for name in _LEG_COLUMNS}
+    change = event.change
+    deleted = change.op == "d"
+    source = data_columns(event, current, _LEG_DATA) if deleted and current is not None else None
+    get = (change.row if source is None else source).get
+    return {  # columns in table order
+        "tx_id": change.key,
+        "wallet_id": get("wallet_id"),
+        "type": get("type"),
+        "related_id": get("related_id"),
+        "related_type": get("related_type"),
+        # provenance()
+        "updated_at": updated_at,
+        "version": version,
+        "deleted": deleted,
+        "deleted_at": change.source_ts if deleted else None,
+        "source_ts": change.source_ts,
+        "lsn": change.lsn,
+        "position": event.position,
+        "first_ts": current["first_ts"] if current is not None else None,
+    }
 
 
 def _earliest(*values: str | None) -> str | None:

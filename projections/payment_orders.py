@@ -11,7 +11,7 @@ from typing import Any
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import Builder, data_columns, fold_entity, provenance
+from projections.lww import Builder, data_columns, fold_entity
 from projections.tables import Row, TableDef
 
 SOURCE = "payment_orders"
@@ -60,11 +60,31 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
     def build(
         event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
     ) -> Row:
-        row: Row = {"order_id": event.change.key}
-        row.update(data_columns(event, current, _DATA))
-        row["status_group"] = mapping.get(row["status"] or "", UNKNOWN)
-        row.update(provenance(event, version, updated_at))
-        return {name: row[name] for name in _COLUMNS}
+        change = event.change
+        deleted = change.op == "d"
+        source = data_columns(event, current, _DATA) if deleted and current is not None else None
+        get = (change.row if source is None else source).get
+        status = get("status")
+        return {  # columns in table order
+            "order_id": change.key,
+            "payer_wallet_id": get("payer_wallet_id"),
+            "receiver_wallet_id": get("receiver_wallet_id"),
+            "amount": get("amount"),
+            "currency": get("currency"),
+            "status": status,
+            "status_group": mapping.get(status or "", UNKNOWN),
+            "created_at": get("created_at"),
+            # provenance()
+            "updated_at": updated_at,
+            "settled_at": get("settled_at"),
+            "failed_at": get("failed_at"),
+            "version": version,
+            "deleted": deleted,
+            "deleted_at": change.source_ts if deleted else None,
+            "source_ts": change.source_ts,
+            "lsn": change.lsn,
+            "position": event.position,
+        }
 
     return build
 
