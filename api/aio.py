@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import orjson
 import psycopg
 from loguru import logger
-from psycopg import AsyncConnection
+from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, select
 from starlette.responses import Response
@@ -294,15 +294,14 @@ class AsyncLookups:
 # ---------------------------------------------------------------- audit
 
 
-_INSERT = (
-    f"INSERT INTO {audit_log.schema}.{audit_log.name} ("
-    + ", ".join((*HASHED_FIELDS, "prev_hash", "hash"))
-    + ") VALUES ("
-    + ", ".join(f"%({name})s" for name in (*HASHED_FIELDS, "prev_hash", "hash"))
-    + ")"
+_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+_TABLE = f"{audit_log.schema}.{audit_log.name}"
+_BEGIN_HEAD = (
+    f"BEGIN; SELECT pg_advisory_xact_lock({int(_LOCK_KEY)}); "
+    f"SELECT id, hash FROM {_TABLE} ORDER BY id DESC LIMIT 1"
 )
-_HEAD = f"SELECT id, hash FROM {audit_log.schema}.{audit_log.name} ORDER BY id DESC LIMIT 1"
-_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_INSERT = f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES "
+_VALUES = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
 
 
 class AsyncAuditSink:
@@ -383,29 +382,40 @@ class AsyncAuditSink:
                         future.set_result(record_id)
 
     async def _commit(self, entries: list[AuditEntry]) -> list[int]:
-        """Append ``entries``; a connection found dead before anything was inserted (it
-        died while idle) is replaced once, as the pool's pre-ping does on the sync path."""
+        """Append ``entries`` in two round trips of the simple query protocol (values bound
+        client-side by psycopg): ``BEGIN; lock; head`` and ``INSERT …; COMMIT``.
+
+        Not psycopg's pipeline mode: it polls a writable socket in a busy loop while the
+        server works. Any failure drops the connection (the server rolls back); one found
+        dead before anything was inserted (it died while idle) is replaced once, as the
+        pool's pre-ping does on the sync path.
+        """
         for attempt in (1, 2):
             conn = self._conn
             if conn is None or conn.closed:
                 conn = self._conn = await AsyncConnection.connect(
                     self.dsn, autocommit=True, connect_timeout=self.connect_timeout
                 )
-            inserting = False
+            cur = AsyncClientCursor(conn)
             try:
-                async with conn.pipeline(), conn.transaction():
-                    await conn.execute(_LOCK, (_LOCK_KEY,), prepare=True)
-                    cur = await conn.execute(_HEAD, prepare=True)
-                    head = await cur.fetchone()
-                    last_id, prev = (0, None) if head is None else (int(head[0]), str(head[1]))
-                    rows = chain_rows(entries, last_id, prev)
-                    inserting = True
-                    await cur.executemany(_INSERT, rows)
+                await cur.execute(_BEGIN_HEAD)
+                while cur.nextset():
+                    pass
+                head = await cur.fetchone()
             except psycopg.OperationalError:
-                if inserting or attempt == 2:
-                    raise
                 await self._drop_connection()
+                if attempt == 2:
+                    raise
                 continue
+            last_id, prev = (0, None) if head is None else (int(head[0]), str(head[1]))
+            rows = chain_rows(entries, last_id, prev)
+            values = [row[name] for row in rows for name in _COLUMNS]
+            query = _INSERT + ", ".join([_VALUES] * len(rows)) + "; COMMIT"
+            await cur.execute(query, values)
+            while cur.nextset():
+                pass
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                raise AuditUnavailable(f"audit commit did not complete ({cur.statusmessage})")
             return [int(r["id"]) for r in rows]
         raise AssertionError("unreachable")
 

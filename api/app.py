@@ -24,6 +24,7 @@ from api.auth import make_verifier
 from api.authz import Authorizer
 from api.console import mount_console
 from api.deps import AppState
+from api.fastpath import TxFastPath
 from api.metrics import MetricsExporter
 from api.middleware import AuditMiddleware, RequestContextMiddleware
 from api.models import Problem
@@ -92,6 +93,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, problems.on_validation_error)
     app.include_router(admin)
     app.include_router(public)
+    app.add_middleware(TxFastPath, api=app)  # innermost: audit and request ids wrap it
     app.add_middleware(
         AuditMiddleware,
         writer=writer,

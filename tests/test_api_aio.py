@@ -19,6 +19,7 @@ from sqlalchemy import insert, select, text
 from api import models
 from api.aio import tx_json
 from api.audit import verify_audit
+from api.fastpath import TxFastPath
 from eventlog.schema import audit_log, consumer_heartbeats
 from eventlog.timeutil import format_ts
 from tests.fixtures_api import ApiEnv, change, client, ledger, live_server, make_env, order
@@ -58,31 +59,62 @@ def _world(env: ApiEnv) -> None:
 
 
 def _answers(env: ApiEnv, app: Any, fast: bool) -> list[tuple[int, dict[str, str], bytes]]:
+    """Every id, twice per token (a token's first use is verified by the normal path; the
+    fast path answers once it is remembered), for a reader, an auditor (403) and nobody."""
     out = []
+    tokens = [env.token(READ), env.token("ADMIN_AUDIT"), None, "not-a-jwt"]
+    paths = [f"/admin/tx/{tx_id}" for tx_id in IDS] + [
+        "/admin/tx/T1?as_of_position=2",
+        "/admin/tx/T1?unknown=1",
+        "/admin/tx/T1/",
+        "/admin/tx/",
+    ]
     with client(app) as c:
         state = app.state.bo
         assert state.aio is not None  # PostgreSQL: the lifespan set up the event-loop path
         if not fast:
             state.aio = None  # the synchronous reference path (SQLAlchemy in the thread pool)
-        for tx_id in IDS:
-            r = c.get(f"/admin/tx/{tx_id}", headers=env.headers(READ))
-            headers = {k: v for k, v in r.headers.items() if k not in ("x-request-id", "date")}
-            out.append((r.status_code, headers, r.content))
+        for token in tokens:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            for path in paths + paths:
+                r = c.get(path, headers=headers)
+                kept = {k: v for k, v in r.headers.items() if k not in ("x-request-id", "date")}
+                out.append((r.status_code, kept, r.content))
     return out
+
+
+def _fast_path(app: Any) -> Any:
+    layer = app.middleware_stack
+    while not isinstance(layer, TxFastPath):
+        layer = layer.app
+    return layer
 
 
 def test_event_loop_path_answers_byte_for_byte_like_the_reference(pg_env: ApiEnv) -> None:
     _world(pg_env)
-    fast = _answers(pg_env, pg_env.app(clock=lambda: NOW), fast=True)
-    reference = _answers(pg_env, pg_env.app(clock=lambda: NOW), fast=False)
-    assert [a[0] for a in fast] == [200] * 8 + [404, 422, 422]
+    fast_app = pg_env.app(clock=lambda: NOW)
+    fast = _answers(pg_env, fast_app, fast=True)
+    served = _fast_path(fast_app).served
+    reference_app = pg_env.app(clock=lambda: NOW)
+    reference = _answers(pg_env, reference_app, fast=False)
+    assert _fast_path(reference_app).served == 0
+    # per round, for the reader: 8 found + 1 missing + /T1/ (redirected to /T1); the very
+    # first request (T1, and the token's first use) goes the normal way
+    assert served == 2 * 10 - 1
+    statuses = [a[0] for a in fast]
+    assert statuses[: len(IDS)] == [200] * 8 + [404, 422, 422]
+    assert set(statuses) == {200, 401, 403, 404, 422}
     assert fast == reference
-    records = _records(pg_env)
-    assert len(records) == 2 * len(IDS)
-    first, second = records[: len(IDS)], records[len(IDS) :]
-    keep = ("actor", "roles", "path", "action", "resource_id", "result_count", "status")
+    records = _records(pg_env)  # one per request, redirects (/T1/ → /T1) included
+    half = len(records) // 2
+    assert len(records) == 2 * half > 2 * len(fast)
+    first, second = records[:half], records[half:]
+    keep = (
+        *("actor", "roles", "method", "path", "action", "resource_type", "resource_id"),
+        *("result_count", "status", "ip", "user_agent"),
+    )
     assert [{k: r[k] for k in keep} for r in first] == [{k: r[k] for k in keep} for r in second]
-    assert verify_audit(pg_env.engine).records == 2 * len(IDS)
+    assert verify_audit(pg_env.engine).records == 2 * half
 
 
 def test_consumer_lag_on_the_event_loop_path(
