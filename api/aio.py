@@ -294,14 +294,18 @@ class AsyncLookups:
 # ---------------------------------------------------------------- audit
 
 
-_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+_COLUMNS = ", ".join((*HASHED_FIELDS, "prev_hash", "hash"))
 _TABLE = f"{audit_log.schema}.{audit_log.name}"
 _BEGIN_HEAD = (
     f"BEGIN; SELECT pg_advisory_xact_lock({int(_LOCK_KEY)}); "
     f"SELECT id, hash FROM {_TABLE} ORDER BY id DESC LIMIT 1"
 )
-_INSERT = f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES "
-_VALUES = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+# one parameter (the batch as a JSON array of rows) and a fixed text: psycopg caches its
+# parse, orjson writes the batch, and the server spreads it into rows of the table's types
+_INSERT_COMMIT = (
+    f"INSERT INTO {_TABLE} ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM json_populate_recordset(NULL::{_TABLE}, %s); COMMIT"
+)
 
 
 class AsyncAuditSink:
@@ -382,8 +386,8 @@ class AsyncAuditSink:
                         future.set_result(record_id)
 
     async def _commit(self, entries: list[AuditEntry]) -> list[int]:
-        """Append ``entries`` in two round trips of the simple query protocol (values bound
-        client-side by psycopg): ``BEGIN; lock; head`` and ``INSERT …; COMMIT``.
+        """Append ``entries`` in two round trips of the simple query protocol (the one value
+        bound client-side by psycopg): ``BEGIN; lock; head`` and ``INSERT …; COMMIT``.
 
         Not psycopg's pipeline mode: it polls a writable socket in a busy loop while the
         server works. Any failure drops the connection (the server rolls back); one found
@@ -409,9 +413,7 @@ class AsyncAuditSink:
                 continue
             last_id, prev = (0, None) if head is None else (int(head[0]), str(head[1]))
             rows = chain_rows(entries, last_id, prev)
-            values = [row[name] for row in rows for name in _COLUMNS]
-            query = _INSERT + ", ".join([_VALUES] * len(rows)) + "; COMMIT"
-            await cur.execute(query, values)
+            await cur.execute(_INSERT_COMMIT, (orjson.dumps(rows).decode(),))
             while cur.nextset():
                 pass
             if conn.info.transaction_status != TransactionStatus.IDLE:

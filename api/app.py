@@ -55,7 +55,9 @@ def create_app(
         state: AppState = app.state.bo
         sink: AsyncAuditSink | None = None
         pool: AsyncPool | None = None
-        if not is_sqlite(engine):  # the hot path on the event loop (api/aio.py)
+        # the hot path on the event loop (api/aio.py); not when tracing, whose SQL spans
+        # come from the engine's events
+        if not is_sqlite(engine) and tracer is None:
             dsn = conninfo(engine)
             pool = AsyncPool(dsn, ASYNC_POOL_SIZE)
             sink = AsyncAuditSink(dsn, on_commit=writer.count_commit)

@@ -28,7 +28,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -94,7 +94,7 @@ class AuditEntry:
 
     def row(self) -> dict[str, Any]:
         """Column values, bounded and NUL-free (PostgreSQL text cannot hold NUL)."""
-        values = asdict(self)
+        values = {name: getattr(self, name) for name in _FIELDS}  # not asdict: no deep copy
         for name, value in values.items():
             if isinstance(value, str):
                 value = value.replace("\x00", "\ufffd")
@@ -103,6 +103,9 @@ class AuditEntry:
         values["roles"] = orjson.dumps([r.replace("\x00", "\ufffd")[:128] for r in self.roles])
         values["roles"] = values["roles"].decode()
         return values
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
 def canonical(record: dict[str, Any]) -> bytes:

@@ -69,7 +69,7 @@ def trace_sql(engine: Engine, tracer: Any) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _start(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        span = tracer.start_span("sql", attributes={"db.statement": statement[:2000]})
+        span = tracer.start_span("sql", attributes={"db.statement": statement[:4096]})
         _conn.info.setdefault("bo.spans", []).append(span)
 
     @event.listens_for(engine, "after_cursor_execute")

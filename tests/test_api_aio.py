@@ -312,3 +312,23 @@ def test_hot_statement_is_short_enough_for_psycopgs_parse_cache() -> None:
     dialect = create_engine("postgresql+psycopg://u@127.0.0.1/d").dialect  # never connects
     compiled = _tx_bundle_statement().compile(dialect=dialect)
     assert len(compiled.string.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+
+
+def test_audit_values_survive_the_batched_insert_exactly(pg_env: ApiEnv) -> None:
+    _world(pg_env)
+    agent = "Mozilla \"q\" \\ 'x' {json} [1] \t%41"
+    headers = {**pg_env.headers(READ), "User-Agent": agent, "X-Request-ID": "r-1"}
+    with client(pg_env.app()) as c:
+        odd = "/admin/tx/%C3%A9%E4%B8%AD%F0%9F%98%80%22'%5C"
+        for path in ("/admin/tx/T1", odd, "/admin/x%00y"):
+            c.get(path, headers=headers)
+    records = _records(pg_env)
+    assert [r["path"] for r in records] == [
+        "/admin/tx/T1",
+        "/admin/tx/\u00e9\u4e2d\U0001f600\"'\\",
+        "/admin/x\ufffdy",  # NUL cannot be stored in PostgreSQL text
+    ]
+    assert {r["user_agent"] for r in records} == {agent}
+    assert [r["result_count"] for r in records] == [1, None, 0]  # 200, 422, 404
+    assert records[0]["roles"] == '["ADMIN_READ"]'
+    assert verify_audit(pg_env.engine).records == 3
