@@ -56,6 +56,21 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_DURATIONS: dict[tuple[str, str, int], Any] = {}
+
+
+def _duration(route: str, method: str, status: int) -> Any:
+    """``HTTP_DURATION`` for these labels (``labels()`` validates and locks on every call;
+    route templates, methods and statuses are few, and the child never changes)."""
+    key = (route, method, status)
+    child = _DURATIONS.get(key)
+    if child is None:
+        child = HTTP_DURATION.labels(route=route, method=method, status=status)
+        if len(_DURATIONS) < 10_000:  # methods come from clients: bound the memo
+            _DURATIONS[key] = child
+    return child
+
+
 class RequestContextMiddleware:
     """Request id (``X-Request-ID`` echoed when sane, else generated), access log, metric."""
 
@@ -86,9 +101,7 @@ class RequestContextMiddleware:
             finally:
                 seconds = time.perf_counter() - started
                 route = route_label(scope)
-                HTTP_DURATION.labels(route=route, method=scope["method"], status=status[0]).observe(
-                    seconds
-                )
+                _duration(route, scope["method"], status[0]).observe(seconds)
                 logger.info(
                     "{method} {route} {status} {ms:.1f}ms",
                     method=scope["method"],
