@@ -678,13 +678,31 @@ def _stored_change(env: dict[str, Any]) -> Change:
         or not (snapshot is None or type(snapshot) in _EXACT_TYPES)
     ):
         raise _FALLBACK
-    return Change(
-        table=table,
-        op=op,
-        key=key,
-        row=row,
-        source_ts=None if ts is None else _epoch(ts, 1000, "source.ts_ms"),
-        lsn=lsn if type(lsn) is int else _lsn(lsn),
-        source_tx=_text_or_none(tx),
-        snapshot=_text_or_none(snapshot),
-    )
+    # Change(...) field by field through its slot descriptors: the frozen dataclass's
+    # __init__ goes through object.__setattr__ per field, twice as slow on this hot path
+    change = _new(Change)
+    _set_table(change, table)
+    _set_op(change, op)
+    _set_key(change, key)
+    _set_row(change, row)
+    _set_source_ts(change, None if ts is None else _epoch(ts, 1000, "source.ts_ms"))
+    _set_lsn(change, lsn if type(lsn) is int else _lsn(lsn))
+    _set_source_tx(change, _text_or_none(tx))
+    _set_snapshot(change, _text_or_none(snapshot))
+    return change
+
+
+_new = object.__new__
+(
+    _set_table,
+    _set_op,
+    _set_key,
+    _set_row,
+    _set_source_ts,
+    _set_lsn,
+    _set_source_tx,
+    _set_snapshot,
+) = (
+    Change.__dict__[name].__set__
+    for name in ("table", "op", "key", "row", "source_ts", "lsn", "source_tx", "snapshot")
+)

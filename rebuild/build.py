@@ -16,6 +16,7 @@ Protocol of ``build`` (under the projection's rebuild lock):
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from rebuild.fresh import Written, apply_fresh, gc_paused, read_events
 from rebuild.locks import projection_lock
 
 BATCH = 20_000
+AUTO_WORKERS_FROM = 200_000  # positions to replay from which ``workers=None`` uses workers
 Progress = Callable[[int, int], None]  # (position, head)
 
 
@@ -122,13 +124,14 @@ def replay(
     upto: int | None = None,
     batch: int = BATCH,
     progress: Progress | None = None,
-    workers: int = 0,
+    workers: int | None = 0,
     fresh: bool = False,
 ) -> tuple[int, int]:
     """Apply events ``after < position <= upto`` (default: the head) in batches.
 
     Each batch is its own transaction. With ``workers`` > 0 the events are decoded in
-    that many processes (:mod:`rebuild.decoding`). ``fresh``: the tables were created
+    that many processes (:mod:`rebuild.decoding`); ``None`` chooses (:func:`auto_workers`).
+    ``fresh``: the tables were created
     empty for this replay and nothing else writes them (:mod:`rebuild.fresh`).
     Returns (last position, rows added to the public table).
     """
@@ -139,6 +142,8 @@ def replay(
     position, rows = after, 0
     public = projection.public.name
     written = Written(projection) if fresh else None
+    if workers is None:
+        workers = auto_workers(engine, head - after)
     if workers > 0:
         ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
     else:
@@ -152,6 +157,16 @@ def replay(
             if progress is not None:
                 progress(position, head)
     return position, rows
+
+
+def auto_workers(engine: Engine, positions: int) -> int:
+    """Decoding processes for a replay of ``positions`` events: none for a small one (the
+    spawn start-up would cost more than it saves) or on SQLite; otherwise one per spare
+    CPU, at most two (two keep the main process — the fold and the writes — busy)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if positions < AUTO_WORKERS_FROM or engine.dialect.name == "sqlite" or not cpus:
+        return 0
+    return max(0, min(cpus - 1, 2))
 
 
 def _serial_batches(
@@ -216,7 +231,7 @@ def build(
     promote: bool = True,
     batch: int = BATCH,
     progress: Progress | None = None,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> BuildResult:
     """Rebuild ``name`` version ``version`` (default newest) from position 1 and swap it in."""
     projection = registry.make(name, version, settings)

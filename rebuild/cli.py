@@ -66,18 +66,23 @@ def main_command(
     ] = False,
     batch: Annotated[int, typer.Option(help="Events per batch (1 to 1,000,000).")] = BATCH,
     workers: Annotated[
-        int, typer.Option(help="Processes decoding events in parallel (0: in-process).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="Processes decoding events in parallel (0: in-process; default: 1 or 2 "
+            "on PostgreSQL when the log holds 200,000 events or more and CPUs allow)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Build a projection version from position 1 and swap it in atomically."""
     if ctx.invoked_subcommand is not None:
-        if projection or version is not None or no_promote or as_json or workers:
+        if projection or version is not None or no_promote or as_json or workers is not None:
             raise UsageError("put options after the subcommand (e.g. rebuild diff --projection P)")
         return EXIT_OK
     name = _projection(projection)
     _within("--batch", batch, 1, 1_000_000)
-    _within("--workers", workers, 0, 32)
+    if workers is not None:
+        _within("--workers", workers, 0, 32)
     c = _container()
     head = c.log.head()
     reporter = Reporter(f"rebuild {name}", head, enabled=True)

@@ -143,7 +143,7 @@ def scratch(engine: Engine, projection: Projection, upto: int, label: str) -> It
         drop_tables(conn, projection, suffix)
         tables = create_tables(conn, projection, suffix)
     try:
-        replay(engine, projection, tables, upto=upto, fresh=True)
+        replay(engine, projection, tables, upto=upto, fresh=True, workers=None)
         yield tables
     finally:
         with write_tx(engine) as conn:

@@ -38,7 +38,7 @@ from projections.source import RawRow, read_raw
 from projections.store import SqlReader, Tables, insert_rows, write_changes
 from projections.tables import Row
 
-_READ = (
+READ_SQL = (
     f"SELECT position, payload, ingested_at FROM {LOG_SCHEMA}.events "
     "WHERE position > %s AND position <= %s AND table_name = ANY(%s) ORDER BY position"
 )
@@ -50,7 +50,7 @@ def read_rows(conn: Connection, after: int, upto: int, tables: Collection[str]) 
         return read_raw(conn, after, upto, tables)
     cursor = conn.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
     with cursor:
-        cursor.execute(_READ, (after, upto, sorted(tables)))
+        cursor.execute(READ_SQL, (after, upto, sorted(tables)))
         return cursor.fetchall()  # type: ignore[no-any-return]
 
 
