@@ -316,7 +316,7 @@ def test_hot_statement_is_short_enough_for_psycopgs_parse_cache() -> None:
 
 def test_audit_values_survive_the_batched_insert_exactly(pg_env: ApiEnv) -> None:
     _world(pg_env)
-    agent = "Mozilla \"q\" \\ 'x' {json} [1] \t%41"
+    agent = "Mozilla \"q\" \\ 'x' {json} [1] \t%41 $bo$ $$"  # $bo$: the batch's quote tag
     headers = {**pg_env.headers(READ), "User-Agent": agent, "X-Request-ID": "r-1"}
     with client(pg_env.app()) as c:
         odd = "/admin/tx/%C3%A9%E4%B8%AD%F0%9F%98%80%22'%5C"
