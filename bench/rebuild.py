@@ -6,7 +6,8 @@ Run: ``python -m bench.rebuild [--events N] [--batch B]`` (``make bench`` runs i
 2. append N realistic Debezium events (about 5% redeliveries, deduplicated by the log)
    through the real path (``prepare`` + ``EventLog.append``);
 3. for each projection, run the real ``rebuild --projection P --json`` as a child process:
-   its own events/s (whole replay + indexes + swap) and the child's peak RSS (``wait4``);
+   its own events/s (whole replay + indexes + swap), the child's peak RSS and its CPU time
+   with its decoding workers' (``wait4``; not the server's);
 4. physical reference in the same run: ``COPY`` the rows each rebuild produced into a
    plain table with no index or constraint (what writing those rows costs at least);
 5. write ``bench/out/rebuild.md``.
@@ -55,8 +56,9 @@ def load_log(url: str, count: int) -> tuple[int, float]:
     return head, time.perf_counter() - started
 
 
-def run_rebuild(url: str, projection: str, batch: int) -> tuple[dict[str, Any], float]:
-    """Run the real ``rebuild`` CLI; return its JSON summary and the child's peak RSS (MiB)."""
+def run_rebuild(url: str, projection: str, batch: int) -> tuple[dict[str, Any], float, float]:
+    """Run the real ``rebuild`` CLI: its JSON summary, peak RSS (MiB) and CPU seconds (the
+    child's and its reaped workers', start-up included)."""
     env = dict(os.environ, BO_DATABASE_URL=url, BO_LOG_LEVEL="ERROR")
     env.pop("BO_STATUS_MAP", None)
     with subprocess.Popen(
@@ -72,7 +74,8 @@ def run_rebuild(url: str, projection: str, batch: int) -> tuple[dict[str, Any], 
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise RuntimeError(f"rebuild {projection} failed: {stderr.decode()[-800:]}")
-    return orjson.loads(stdout.splitlines()[-1]), usage.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return orjson.loads(stdout.splitlines()[-1]), usage.ru_maxrss / 1024, cpu
 
 
 def copy_reference(cluster: Cluster, database: str, table: str) -> tuple[int, float]:
@@ -105,7 +108,7 @@ def main() -> None:
         head, load_seconds = load_log(url, args.events)
         print(f"log loaded: {head:,} events in {load_seconds:.1f} s", file=sys.stderr)
         for projection, table in PROJECTIONS.items():
-            summary, rss = run_rebuild(url, projection, args.batch)
+            summary, rss, cpu = run_rebuild(url, projection, args.batch)
             physical = f"{table}_v{summary['version']}"
             rows, copy_seconds = copy_reference(cluster, database, physical)
             rate = float(summary["events_per_sec"])
@@ -118,6 +121,7 @@ def main() -> None:
                     f"{summary['seconds']:.1f}",
                     f"{rate:,.0f}",
                     f"{rss:,.0f}",
+                    f"{cpu / max(summary['position'], 1) * 1e6:.1f}",
                     f"{copy_seconds:.2f} ({rows / max(copy_seconds, 1e-9):,.0f} rows/s)",
                     summary["checksum"][:12],
                 ]
@@ -137,11 +141,14 @@ def main() -> None:
             f"{head:,} events in the log ({args.events:,} generated, about 5% redeliveries "
             "deduplicated on append; each payment = order create, two ledger legs, order "
             "update). Each row is the real `rebuild --projection P --json` as a child process: "
-            "read + decode every event of the log, fold, upsert in batches of "
-            f"{args.batch:,} events, build the secondary indexes, checksum, and the atomic swap. "
-            "Peak RSS from `wait4`. The COPY column copies the rows that rebuild produced "
-            "out of and back into a plain table (no index, no constraint) in the same run: the "
-            "physical floor for writing those rows. Throwaway PostgreSQL 15 cluster on loopback "
+            "read + decode the events of the projection's source tables (decoding in worker "
+            "processes when the CPUs allow: `--workers` default), fold in batches of "
+            f"{args.batch:,} events, COPY new rows, build the secondary indexes, checksum, "
+            "and the atomic swap. Peak RSS and CPU (rebuild process and its workers, "
+            "start-up included, not the server's) from `wait4`. The COPY column copies the "
+            "rows that rebuild produced out of and back into a plain table (no index, no "
+            "constraint) in the same run: the physical floor for writing those rows. "
+            "Throwaway PostgreSQL 15 cluster on loopback "
             "(fsync off, synchronous_commit off), same machine.",
             "",
             markdown_table(
@@ -152,6 +159,7 @@ def main() -> None:
                     "seconds",
                     "events/s",
                     "peak RSS (MiB)",
+                    "CPU µs/event",
                     "COPY of the rows, s",
                     "checksum",
                 ],

@@ -18,7 +18,8 @@ not find anything and conflict handling that could not conflict are skipped. The
 are updated after each batch commits, so a failed batch leaves them true.
 
 Reading: one query per range on the raw psycopg cursor in binary mode (``bytea`` arrives
-as bytes, no hex decoding), then :func:`eventlog.decode.decode_stored`.
+as bytes, no hex decoding), then :func:`eventlog.decode.decode_stored` (through
+:func:`projections.source.decode_rows`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 
 from eventlog.db import is_sqlite
-from eventlog.decode import decode_stored
 from eventlog.schema import LOG_SCHEMA
 from eventlog.store import LoggedEvent
 from projections.base import Changes, Projection
-from projections.source import RawRow, read_raw
+from projections.source import RawRow, decode_rows, read_raw
 from projections.store import SqlReader, Tables, insert_rows, write_changes
 from projections.tables import Row
 
@@ -52,11 +52,6 @@ def read_rows(conn: Connection, after: int, upto: int, tables: Collection[str]) 
     with cursor:
         cursor.execute(READ_SQL, (after, upto, sorted(tables)))
         return cursor.fetchall()  # type: ignore[no-any-return]
-
-
-def decode_rows(rows: list[RawRow]) -> list[LoggedEvent]:
-    """The events of stored rows (the same as :func:`projections.source.decode_rows`)."""
-    return [LoggedEvent(position, decode_stored(payload), at) for position, payload, at in rows]
 
 
 def read_events(

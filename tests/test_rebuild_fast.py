@@ -21,10 +21,10 @@ from sqlalchemy import Engine
 from eventlog.decode import Change
 from eventlog.store import LoggedEvent, Prepared, prepare
 from projections.runner import Runner
+from projections.source import decode_rows
 from projections.status import status
 from rebuild.build import auto_workers, build
 from rebuild.decoding import pack, unpack
-from rebuild.fresh import decode_rows
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
