@@ -15,8 +15,11 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Connection,
     Engine,
+    Integer,
     Table,
     Text,
     any_,
@@ -142,24 +145,54 @@ def _copy_upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None
     )
 
 
-def copy_rows(conn: Connection, target: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
-    """PostgreSQL: ``COPY target (columns) FROM STDIN`` of ``rows`` (dicts) in the caller's tx."""
+def copy_rows(
+    conn: Connection,
+    target: str,
+    columns: Sequence[str],
+    rows: Iterable[Row],
+    types: Sequence[str] | None = None,
+) -> None:
+    """PostgreSQL: ``COPY target (columns) FROM STDIN`` of ``rows`` (dicts) in the caller's tx;
+    in binary format when the columns' PostgreSQL ``types`` are given (about half the CPU
+    on both sides; a value that does not fit its type fails client-side, with psycopg's
+    error instead of the server's)."""
     values = itemgetter(*columns)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN") as copy:
+    binary = " (FORMAT BINARY)" if types is not None else ""
+    with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
+        if types is not None:
+            copy.set_types(list(types))
         write = copy.write_row
         for row in rows:
             write(values(row))
 
 
 def insert_rows(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
-    """Insert rows whose keys are not in the table yet (PostgreSQL: plain COPY, no conflict
-    handling — the caller knows the keys are new; SQLite: one executemany INSERT)."""
+    """Insert rows whose keys are not in the table yet (PostgreSQL: plain binary COPY, no
+    conflict handling — the caller knows the keys are new; SQLite: one executemany INSERT)."""
     if is_sqlite(conn):
         conn.execute(insert(physical), list(rows))
         return
     columns = [c.name for c in physical.columns]
-    copy_rows(conn, qualified(conn, physical.name), columns, rows)
+    copy_rows(conn, qualified(conn, physical.name), columns, rows, pg_types(physical))
+
+
+def pg_types(physical: Table) -> list[str]:
+    """The PostgreSQL type name of each column (for binary COPY)."""
+    names = []
+    for column in physical.columns:
+        kind = column.type
+        if isinstance(kind, BigInteger):
+            names.append("int8")
+        elif isinstance(kind, Integer):
+            names.append("int4")
+        elif isinstance(kind, Boolean):
+            names.append("bool")
+        elif isinstance(kind, Text):
+            names.append("text")
+        else:
+            raise TypeError(f"no binary COPY type for {physical.name}.{column.name}: {kind}")
+    return names
 
 
 def apply_batch(
