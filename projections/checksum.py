@@ -12,7 +12,9 @@ in the log, so it depends on arrival order, while the projected data must not.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -108,8 +110,48 @@ def _chunks(
     driver = conn.connection.driver_connection
     with driver.cursor(name="bo_checksum", binary=True) as cursor:  # type: ignore[union-attr]
         cursor.execute(f'SELECT {names} FROM {source} ORDER BY "{table.key}" COLLATE "C"')
-        while chunk := cursor.fetchmany(_CHUNK):
-            yield chunk
+        yield from _read_ahead(lambda: cursor.fetchmany(_CHUNK))
+
+
+def _read_ahead(fetch: Callable[[], list[Any]]) -> Generator[list[Any], None, None]:
+    """``fetch()``'s chunks until an empty one, fetched by a thread one chunk ahead.
+
+    The server's time to produce the next chunk overlaps with the serialisation of this
+    one (psycopg waits on the socket without the GIL). The thread is always joined before
+    this returns or raises, so the cursor is never used by two threads at once.
+    """
+    ready: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                chunk = fetch()
+                _put(ready, chunk or None, stop)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the consumer
+            _put(ready, exc, stop)
+
+    thread = threading.Thread(target=run, name="checksum-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _put(ready: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def memory_checksum(tables: Iterable[tuple[TableDef, dict[str, Row]]]) -> str:

@@ -17,6 +17,7 @@ Protocol of ``build`` (under the projection's rebuild lock):
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -248,13 +249,17 @@ def build(
                 workers=workers,
                 fresh=True,
             )
-            with write_tx(engine) as conn:
-                create_indexes(conn, projection, NEW)
-            position, more = replay(engine, projection, new, after=position, batch=batch)
-            rows += more
-            state, serving, rows, position, checksum = _swap(
-                engine, projection, new, position, rows, promote=promote
-            )
+            early = EarlyChecksum(engine, projection, new, position)
+            try:
+                with write_tx(engine) as conn:
+                    create_indexes(conn, projection, NEW)
+                position, more = replay(engine, projection, new, after=position, batch=batch)
+                rows += more
+                state, serving, rows, position, checksum = _swap(
+                    engine, projection, new, position, rows, promote=promote, early=early
+                )
+            finally:
+                early.join()
         except BaseException as exc:
             _abandon(engine, projection, exc)
             raise
@@ -270,6 +275,46 @@ def build(
         state=state,
         serving=serving,
     )
+
+
+class EarlyChecksum:
+    """The new tables' checksum, computed in a thread while the indexes are built.
+
+    Started once the replay's last batch has committed (at ``position``), on its own
+    read transaction. Reading the rows and building the indexes are both mostly the
+    server's work, and the thread's Python work runs while the main thread waits on
+    ``CREATE INDEX``. The swap uses it only if nothing was applied since (its position is
+    still ``position``), so it is the checksum of exactly the tables that are swapped in;
+    otherwise (or if the thread failed) the swap computes it itself, as before.
+    PostgreSQL only (SQLite has no useful concurrency here).
+    """
+
+    def __init__(self, engine: Engine, projection: Projection, tables: Tables, position: int):
+        self.position = position
+        self.checksum: str | None = None
+        self._thread: threading.Thread | None = None
+        if engine.dialect.name == "sqlite":
+            return
+        pairs = pairs_of(projection, tables)
+
+        def run() -> None:
+            try:
+                with read_tx(engine) as conn:
+                    self.checksum = table_checksum(conn, pairs)
+            except Exception:  # the swap computes it instead
+                self.checksum = None
+
+        self._thread = threading.Thread(target=run, name="rebuild-checksum", daemon=True)
+        self._thread.start()
+
+    def result(self, position: int) -> str | None:
+        """The checksum if the tables are still those of ``self.position``, else None."""
+        self.join()
+        return self.checksum if position == self.position else None
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _prepare(engine: Engine, projection: Projection) -> Tables:
@@ -319,13 +364,15 @@ def _swap(
     rows: int,
     *,
     promote: bool,
+    early: EarlyChecksum | None = None,
 ) -> tuple[str, bool, int, int, str]:
     name, version = projection.name, projection.version
     with write_tx(engine) as conn:
         lock_projection(conn, name)
         position, more = _tail(conn, projection, new, position)
         rows += more
-        checksum = table_checksum(conn, pairs_of(projection, new))
+        found = early.result(position) if early is not None else None
+        checksum = found or table_checksum(conn, pairs_of(projection, new))
         current = serving_version(conn, name)
         serve = promote or current == version
         if serve:

@@ -5,12 +5,14 @@
 - a PostgreSQL build with workers reading their own ranges = one without;
 - a replay into fresh tables (lookups skipped, new rows COPYed) = the live runner, even when
   one key is revisited across many small batches;
-- how many workers ``None`` picks.
+- how many workers ``None`` picks;
+- the checksum's read-ahead thread and the checksum computed while indexes are built.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,13 @@ from sqlalchemy import Engine
 
 from eventlog.decode import Change
 from eventlog.store import LoggedEvent, Prepared, prepare
+from projections import registry
+from projections.checksum import _read_ahead
 from projections.runner import Runner
 from projections.source import decode_rows
 from projections.status import status
-from rebuild.build import auto_workers, build
+from projections.store import tables_for
+from rebuild.build import EarlyChecksum, auto_workers, build
 from rebuild.decoding import pack, unpack
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
@@ -140,3 +145,30 @@ def test_auto_workers(
     assert auto_workers(pg, 10**6) == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
     assert auto_workers(pg, 10**6) == 0
+
+
+def test_read_ahead_yields_every_chunk_and_passes_errors_on() -> None:
+    chunks = iter([[1, 2], [3], []])
+    assert list(_read_ahead(lambda: next(chunks))) == [[1, 2], [3]]
+
+    def failing() -> list[Any]:
+        raise RuntimeError("server gone")
+
+    with pytest.raises(RuntimeError, match="server gone"):
+        list(_read_ahead(failing))
+    endless = _read_ahead(lambda: [0])
+    assert next(endless) == [0]
+    endless.close()  # the consumer stops early: the thread is stopped and joined
+    assert not [t for t in threading.enumerate() if t.name == "checksum-read-ahead"]
+
+
+def test_the_early_checksum_is_used_only_for_the_same_position(
+    pg_url: str, engine_factory: Any
+) -> None:
+    engine = engine_factory(pg_url)
+    fill(engine, 5)
+    result = build(engine, None, "pairs", workers=0)
+    projection = registry.make("pairs", None, None)
+    early = EarlyChecksum(engine, projection, tables_for(projection), result.position)
+    assert early.result(result.position + 1) is None  # something was applied since
+    assert early.result(result.position) == result.checksum
