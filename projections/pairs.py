@@ -97,6 +97,15 @@ def _earliest(*values: str | None) -> str | None:
     return min(present) if present else None
 
 
+def _earlier(a: str | None, b: str | None) -> str | None:
+    """``_earliest(a, b)`` for two values (the fold's hot path)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if b < a else a
+
+
 def is_candidate(leg: Row) -> bool:
     """Live, paired by ``related_id``, of a payment-order relation, and a PAYMENT/RECEIVE leg."""
     return (
@@ -169,17 +178,26 @@ class PairsV1(Projection):
         legs = state[PAIR_LEGS.name]
         touched: set[str] = set()
         for event in events:
-            if event.change.table != SOURCE:
+            change = event.change
+            if change.table != SOURCE:
                 continue
-            key = event.change.key
+            key = change.key
             current = legs.get(key)
-            new = merge(event, current, build_leg) or current
-            assert new is not None  # merge always wins over an absent row
-            first = _earliest(new["first_ts"], event.change.source_ts)
-            if first != new["first_ts"]:
-                new = {**new, "first_ts": first}
+            built = merge(event, current, build_leg)
+            if built is not None:  # a row of its own: complete it in place
+                new = built
+                new["first_ts"] = _earlier(new["first_ts"], change.source_ts)
+            else:
+                assert current is not None  # merge always wins over an absent row
+                new = current
+                first = _earlier(new["first_ts"], change.source_ts)
+                if first != new["first_ts"]:
+                    new = {**new, "first_ts": first}  # current is shared with the before state
             legs[key] = new
-            touched.update(r for r in (current and current["related_id"], new["related_id"]) if r)
+            if current is not None and current["related_id"]:
+                touched.add(current["related_id"])
+            if new["related_id"]:
+                touched.add(new["related_id"])
         by_related: dict[str, list[Row]] = {r: [] for r in touched}
         for leg in legs.values():
             if leg is not None and leg["related_id"] in by_related:
