@@ -146,13 +146,16 @@ class Runner:
         }
 
     def _catch_up(self, work: list[tuple[Projection, Progress]], head: int) -> None:
-        """Advance the versions round-robin, one batch each, so they share decoded batches."""
+        """Advance the versions round-robin, one batch each, so they share decoded batches;
+        serving versions first in each round (what the API reads is fresh soonest)."""
         careful: dict[tuple[str, int], int] = {}
         pending = [(p, item) for p, item in work if item.position < head]
+        pending.sort(key=lambda w: w[1].state != SERVING)  # stable: registry order otherwise
         cache = _BatchCache()
         while pending:
             for projection, item in list(pending):
-                if not self._advance_one(projection, item, careful, cache) or item.position >= head:
+                going = self._advance_one(projection, item, head, careful, cache)
+                if not going or item.position >= head:
                     pending.remove((projection, item))
             cache.forget_before(min((item.position for _p, item in pending), default=head))
 
@@ -160,6 +163,7 @@ class Runner:
         self,
         projection: Projection,
         item: Progress,
+        head: int,
         careful: dict[tuple[str, int], int],
         cache: _BatchCache,
     ) -> bool:
@@ -171,7 +175,7 @@ class Runner:
         single = item.position < careful.get(key, 0)
         size = 1 if single else self.batch
         try:
-            return self._step(projection, size, item, None if single else cache)
+            return self._step(projection, size, head, item, None if single else cache)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -182,7 +186,12 @@ class Runner:
             return False
 
     def _step(
-        self, projection: Projection, size: int, item: Progress, cache: _BatchCache | None
+        self,
+        projection: Projection,
+        size: int,
+        head: int,
+        item: Progress,
+        cache: _BatchCache | None,
     ) -> bool:
         tables = tables_for(projection)
         with write_tx(self.engine) as conn:
@@ -190,7 +199,7 @@ class Runner:
             if cp is None or cp.state not in ACTIVE:
                 item.state = cp.state if cp else item.state
                 return False
-            upto = min(cp.position + size, head_position(conn))
+            upto = min(cp.position + size, head)  # the pass's head: the log below is immutable
             if upto <= cp.position:
                 item.position = cp.position
                 return False
@@ -291,12 +300,14 @@ class Runner:
         """Follow the log until ``stop`` is set (used in-process by ``bo serve``)."""
         listener = None if is_sqlite(self.engine) else _Listener(self.engine)
         backoff = self.poll_interval
+        quiet = True  # no commit woke the last wait (polling: every wait is quiet)
         try:
             while not stop.is_set():
                 try:
-                    # checksums only when idle: a full-table read must not delay fresh events
                     summary = self.run_once(checksums=False)
-                    if not summary["applied"]:
+                    # Checksums only when idle: a full-table read must not delay fresh
+                    # events, and one that a commit overtakes is not stored anyway.
+                    if not summary["applied"] and quiet:
                         self.run_once(throttle=True)
                 except TRANSIENT as exc:
                     logger.warning("projection runner: database unavailable: {}", exc.orig)
@@ -307,7 +318,7 @@ class Runner:
                 if summary["applied"]:
                     continue
                 if listener is not None:
-                    listener.wait(self.poll_interval, stop)
+                    quiet = not listener.wait(self.poll_interval, stop)
                 else:
                     stop.wait(self.poll_interval)
         finally:
@@ -373,8 +384,13 @@ class _Listener:
         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return conn
 
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Return on a notification, on ``stop``, or after ``timeout`` seconds."""
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Return on a notification (True), on ``stop`` or after ``timeout`` seconds.
+
+        The notifications already queued behind the first are consumed too: the pass
+        that follows reads the head after them, so it covers their commits (one pass,
+        not one per queued commit).
+        """
         deadline = time.monotonic() + timeout
         try:
             if self._conn is None:
@@ -382,11 +398,14 @@ class _Listener:
             while not stop.is_set() and time.monotonic() < deadline:
                 slice_ = min(0.5, max(0.0, deadline - time.monotonic()))
                 if any(True for _ in self._conn.notifies(timeout=slice_, stop_after=1)):
-                    return
+                    for _ in self._conn.notifies(timeout=0):
+                        pass
+                    return True
         except Exception as exc:  # any listener trouble: poll instead, reconnect next time
             logger.debug("projection runner: LISTEN unavailable ({}), polling", exc)
             self.close()
             stop.wait(timeout)
+        return False
 
     def close(self) -> None:
         if self._conn is not None:
