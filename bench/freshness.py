@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from sqlalchemy import Engine, func, select, text
@@ -296,6 +297,7 @@ def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, An
             _wait(lambda: _serving_position(engine) >= 1, 120, "the warm-up event to be served")
 
             live = Live()
+            cpu_before = [_cpu(serve), _cpu(consumers[0])]
             stop = threading.Event()
             watchers = [
                 threading.Thread(target=_watch_view, args=(engine, live, stop), daemon=True),
@@ -310,8 +312,11 @@ def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, An
             stop.set()
             for w in watchers:
                 w.join(10)
+            serve_cpu, consume_cpu = _cpu(serve) - cpu_before[0], _cpu(consumers[0]) - cpu_before[1]
             result["live"] = {
                 "produced": live.produced,
+                "consume_cpu_us": round(consume_cpu / max(live.produced, 1) * 1e6, 1),
+                "serve_cpu_us": round(serve_cpu / max(live.produced, 1) * 1e6, 1),
                 "log": percentiles(live.log_ms),
                 "view": percentiles(live.view_ms),
                 "api": percentiles(live.api_ms),
@@ -326,6 +331,7 @@ def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, An
             head_before = _head(engine)
             started = time.monotonic()
             consumers = [_spawn(["consume"], env, tmp / "consume.log") for _ in range(members)]
+            consume_cpu0 = sum(_cpu(p) for p in consumers)
             first = _wait(lambda: _head(engine) > head_before, 300, "the first backlog event")
             at_first = _offsets_total(engine)
             done = _wait(
@@ -334,10 +340,12 @@ def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, An
             served = _wait(
                 lambda: _serving_position(engine) >= _head(engine), 900, "projections on backlog"
             )
+            consume_cpu = sum(_cpu(p) for p in consumers) - consume_cpu0
             appended = _head(engine) - head_before
             result["catchup"] = {
                 "records": backlog,
                 "appended": appended,
+                "consume_cpu_us": round(consume_cpu / max(backlog, 1) * 1e6, 1),
                 "produce_seconds": round(produced_in, 2),
                 "startup_seconds": round(first - started, 2),
                 "consume_seconds": round(done - first, 2),
@@ -354,6 +362,18 @@ def run(rate: int, seconds: int, backlog: int, members: int = 1) -> dict[str, An
                 _stop(proc)
             _stop(serve)
     return result
+
+
+def _cpu(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds of a child process and its own children (0 once gone)."""
+    try:
+        me = psutil.Process(proc.pid)
+        total = sum(me.cpu_times()[:2])
+        for child in me.children(recursive=True):
+            total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.Error:
+        return 0.0
 
 
 def _up(base: str) -> bool:

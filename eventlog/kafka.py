@@ -4,7 +4,9 @@ Offset protocol, per batch (the database is the source of truth for offsets):
 
 1. poll records from the assigned partitions into a batch, until it is full
    (``batch_size``) or ``batch_ms`` have passed since its first record or the
-   partitions have nothing more right now;
+   partitions have nothing more right now (a poll came back empty, or every assigned
+   partition has been read up to its high watermark: a live stream is committed as
+   soon as it is read, a backlog fills whole batches);
 2. ``prepare`` each record (tombstones counted and skipped, malformed ones become
    dead letters);
 3. in ONE database write transaction: read the stored next offsets of the batch's
@@ -31,11 +33,15 @@ polling), keeps the batch in memory and retries it until it commits.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +50,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from loguru import logger
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from eventlog.db import is_sqlite, write_tx
@@ -53,12 +59,13 @@ from eventlog.metrics import CONSUMER_LAG, count_ingest
 from eventlog.schema import consumer_heartbeats, kafka_offsets
 from eventlog.settings import Settings
 from eventlog.store import (
+    Appendable,
     AppendResult,
-    Outcome,
     Rejected,
     SourceRef,
     append_in,
     prepare,
+    stage,
 )
 from eventlog.timeutil import now_text
 
@@ -99,17 +106,26 @@ class ConsumerConfig:
     check_crcs: bool = True
     fetch_max_wait_ms: int = 50  # an idle fetch returns this soon: bounds added latency
     bootstrap_timeout_ms: int = 5000  # one connection attempt; then back off and retry
+    # Prepare in worker processes (None: one per CPU, at most 4; 0 or 1: never) when a
+    # poll brings at least ``parallel_min`` records (a backlog); live traffic stays inline.
+    prepare_workers: int | None = None
+    parallel_min: int = 256
+    prepare_chunk: int = 500  # records per worker task
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A received Kafka record and what :func:`eventlog.store.prepare` made of it."""
+    """A received Kafka record and what :func:`eventlog.store.prepare` made of it.
+
+    ``outcome`` is ``None`` while a worker process prepares it (see :class:`Preparer`);
+    every record of a batch is prepared before the batch is appended.
+    """
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    outcome: Outcome
+    outcome: Appendable | None
 
     @property
     def tp(self) -> TopicPartitionKey:
@@ -120,8 +136,75 @@ class Record:
         cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> Record:
         """Prepare the value now, outside any database transaction."""
-        source = SourceRef(topic=topic, partition=partition, offset=offset)
-        return cls(topic, partition, offset, key, prepare(value, source))
+        return cls(topic, partition, offset, key, prepare_one(topic, partition, offset, value))
+
+
+RawValue = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
+
+
+def prepare_one(topic: str, partition: int, offset: int, value: bytes | None) -> Appendable:
+    """What the log appends for one record: :func:`eventlog.store.prepare`, then
+    :func:`eventlog.store.stage` (the same rows; cheap to send between processes)."""
+    return stage(prepare(value, SourceRef(topic=topic, partition=partition, offset=offset)))
+
+
+def prepare_chunk(values: list[RawValue]) -> list[Appendable]:
+    """:func:`prepare_one` for each record of a chunk (runs in a worker process)."""
+    return [prepare_one(t, p, o, v) for t, p, o, v in values]
+
+
+class Preparer:
+    """Worker processes that prepare records while the consumer reads and appends.
+
+    Parsing, redaction, decoding and identity cost several times what reading a record
+    from Kafka and appending it cost; a backlog is therefore prepared in chunks by
+    ``workers`` processes, submitted as the records are polled and collected, in order,
+    when their batch is appended.
+
+    The processes are forked by :meth:`start`, which the consumer calls before its Kafka
+    client starts any thread (so no lock held by another thread is copied into them);
+    each leaves as soon as the consumer is gone, even after ``kill -9``.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.pool is None:
+            context = multiprocessing.get_context("fork")
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+            self.pool.submit(prepare_chunk, []).result()  # fork them now
+
+    def submit(self, values: list[RawValue]) -> Future[list[Appendable]]:
+        if self.pool is None:
+            raise RuntimeError("Preparer.start() was not called")
+        return self.pool.submit(prepare_chunk, values)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: leave when the consumer process is gone (the pool cannot tell us)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def default_prepare_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 @dataclass(slots=True)
@@ -205,6 +288,7 @@ def write_offsets(
     if stored is None:
         stored = read_offsets(conn, next_offsets)
     now = now_text()
+    moved: list[dict[str, Any]] = []
     for (topic, partition), offset in sorted(next_offsets.items()):
         previous = stored.get((topic, partition))
         if previous is None:
@@ -217,11 +301,17 @@ def write_offsets(
         if offset < previous and (topic, partition) not in rewound:
             raise OffsetRegression(topic, partition, previous, offset)
         if offset != previous:
-            conn.execute(
-                update(kafka_offsets)
-                .where(kafka_offsets.c.topic == topic, kafka_offsets.c.partition == partition)
-                .values(next_offset=offset, updated_at=now)
+            moved.append({"t": topic, "p": partition, "o": offset})
+    if moved:  # one executemany (one pipelined round trip on PostgreSQL)
+        conn.execute(
+            update(kafka_offsets)
+            .where(
+                kafka_offsets.c.topic == bindparam("t"),
+                kafka_offsets.c.partition == bindparam("p"),
             )
+            .values(next_offset=bindparam("o"), updated_at=now),
+            moved,
+        )
 
 
 @dataclass(slots=True)
@@ -233,24 +323,40 @@ class Durable:
     rejected: list[tuple[Record, Rejected]]
 
 
+def next_offsets_of(records: Sequence[Record]) -> dict[TopicPartitionKey, int]:
+    """The next offset per partition once ``records`` are durable."""
+    next_offsets: dict[TopicPartitionKey, int] = {}
+    for rec in records:
+        next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
+    return next_offsets
+
+
 def append_batch(
     engine: Engine,
     records: Sequence[Record],
     *,
     rewound: frozenset[TopicPartitionKey] = frozenset(),
+    also: Callable[[Connection], None] | None = None,
 ) -> Durable:
-    """Step 3 of the protocol: append prepared records and store offsets in one transaction."""
-    next_offsets: dict[TopicPartitionKey, int] = {}
-    for rec in records:
-        next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
+    """Step 3 of the protocol: append prepared records and store offsets in one transaction
+    (``also`` adds to it: the consumer's heartbeat when the batch makes it caught up)."""
+    next_offsets = next_offsets_of(records)
     with write_tx(engine) as conn:
         stored = read_offsets(conn, next_offsets, lock=True)
         fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
-        result = append_in(conn, [r.outcome for r in fresh])
+        result = append_in(conn, [_outcome(r) for r in fresh])
         write_offsets(conn, next_offsets, stored=stored, rewound=rewound)
+        if also is not None:
+            also(conn)
     count_ingest(result.appended, result.duplicate, result.dead_letter, result.tombstone)
     rejected = [(r, r.outcome) for r in fresh if isinstance(r.outcome, Rejected)]
     return Durable(result, next_offsets, rejected)
+
+
+def _outcome(rec: Record) -> Appendable:
+    if rec.outcome is None:
+        raise RuntimeError(f"record {rec.topic}[{rec.partition}]@{rec.offset} not prepared")
+    return rec.outcome
 
 
 # ---------------------------------------------------------------- heartbeats
@@ -273,6 +379,20 @@ def write_heartbeat(
     assigned: str,
 ) -> None:
     """Upsert this member's heartbeat; ``caught_up_at`` moves only when lag is 0."""
+    with write_tx(engine) as conn:
+        write_heartbeat_in(conn, member, group, lag=lag, caught_up=caught_up, assigned=assigned)
+
+
+def write_heartbeat_in(
+    conn: Connection,
+    member: str,
+    group: str,
+    *,
+    lag: int,
+    caught_up: bool,
+    assigned: str,
+) -> None:
+    """:func:`write_heartbeat` in the caller's transaction."""
     now = now_text()
     values: dict[str, Any] = {
         "group_id": group,
@@ -282,12 +402,11 @@ def write_heartbeat(
     }
     if caught_up:
         values["caught_up_at"] = now
-    with write_tx(engine) as conn:
-        done = conn.execute(
-            update(consumer_heartbeats).where(consumer_heartbeats.c.member == member).values(values)
-        )
-        if done.rowcount == 0:
-            conn.execute(insert(consumer_heartbeats).values(member=member, **values))
+    done = conn.execute(
+        update(consumer_heartbeats).where(consumer_heartbeats.c.member == member).values(values)
+    )
+    if done.rowcount == 0:
+        conn.execute(insert(consumer_heartbeats).values(member=member, **values))
 
 
 # ---------------------------------------------------------------- the consumer
@@ -331,6 +450,13 @@ class SyncConsumer:
         self.producer: Any = None
         self.batch: list[Record] = []
         self.batch_started = 0.0
+        workers = self.config.prepare_workers
+        workers = default_prepare_workers() if workers is None else workers
+        self.preparer = Preparer(workers) if workers > 1 else None
+        # chunks being prepared, in batch order: (future outcomes, their records, values)
+        self.inflight: deque[tuple[Future[list[Appendable]], list[Record], list[RawValue]]] = (
+            deque()
+        )
         self.pending: set[TopicPartitionKey] = set()  # assigned, position not yet resolved
         self.expected: dict[TopicPartitionKey, int] = {}  # next offset we expect to read
         self.durable: dict[TopicPartitionKey, int] = {}  # next offsets stored in the database
@@ -351,6 +477,7 @@ class SyncConsumer:
         """Consume until ``stop`` is set; finish and commit the current batch, then return."""
         logger.info("consumer {} starting on {}", self.member, self.settings.topics)
         try:
+            self._start_preparer()  # before the Kafka client starts its threads
             while not self.stop.is_set():
                 if self.consumer is None and not self._connect():
                     continue
@@ -358,6 +485,8 @@ class SyncConsumer:
             self._drain()
         finally:
             self._close()
+            if self.preparer is not None:
+                self.preparer.close()
         logger.info("consumer {} stopped: {}", self.member, self.stats.summary())
         return self.stats
 
@@ -402,6 +531,7 @@ class SyncConsumer:
             except Exception as exc:  # closing is best effort
                 logger.warning("closing the consumer failed: {}", exc)
             self.consumer = None
+        self.inflight.clear()
         if self.producer is not None:
             try:
                 self.producer.close(timeout=5)
@@ -415,7 +545,8 @@ class SyncConsumer:
             self._commit_kafka(self.durable, sync=True)
             return
         try:
-            self._flush(sync=True)
+            while self.batch:
+                self._flush(sync=True)
         except DB_ERRORS as exc:
             logger.warning(
                 "stopping with an unflushed batch (database: {}); it will be re-read", exc
@@ -457,7 +588,7 @@ class SyncConsumer:
             # database offsets (nothing uncommitted is lost; the log dedupes re-reads).
             self.stats.broker_retries += 1
             logger.exception("unexpected consumer error; reconnecting")
-            self.batch = []
+            self._drop_batch()
             self.paused_for_db = False
             self._close()
             for state in (self.pending, self.expected, self.durable, self.rewound):
@@ -469,22 +600,80 @@ class SyncConsumer:
         if self.batch:
             left = self.batch_started + self.config.batch_ms / 1000 - time.monotonic()
             timeout = max(0, int(left * 1000))
-        room = self.config.batch_size - len(self.batch)
+        # with workers, read up to one batch ahead while the current one is prepared
+        limit = self.config.batch_size * (2 if self.preparer is not None else 1)
+        room = limit - len(self.batch)
         polled = self.consumer.poll(timeout_ms=timeout, max_records=max(1, room))
-        got = 0
-        for tp, items in polled.items():
-            key = (tp.topic, tp.partition)
-            if key in self.pending:
-                continue  # fetched before its position was resolved: re-read after the seek
+        items = [
+            item
+            for tp, part in polled.items()
+            if (tp.topic, tp.partition) not in self.pending  # re-read after the seek
+            for item in part
+        ]
+        fresh_batch = not self.batch
+        if self.preparer is not None and len(items) >= self.config.parallel_min:
+            self._accept_parallel(items)
+        else:
             for item in items:
                 self._accept(
                     Record.received(item.topic, item.partition, item.offset, item.key, item.value)
                 )
-                got += 1
-        if got and len(self.batch) == got:
+        if items and fresh_batch:
             self.batch_started = time.monotonic()
-        self.last_poll_empty = got == 0
+        self.last_poll_empty = not items
         self.broker_backoff.reset()
+
+    def _accept_parallel(self, items: list[Any]) -> None:
+        """Accept records unprepared and hand their values to the workers in chunks."""
+        size = self.config.prepare_chunk
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            records = [Record(i.topic, i.partition, i.offset, i.key, None) for i in chunk]
+            values = [(i.topic, i.partition, i.offset, i.value) for i in chunk]
+            try:
+                if self.preparer is None:
+                    raise BrokenProcessPool("no prepare workers")
+                self.inflight.append((self.preparer.submit(values), records, values))
+            except BrokenProcessPool as exc:
+                if self.preparer is not None:
+                    self._lose_preparer(exc)
+                for rec, outcome in zip(records, prepare_chunk(values), strict=True):
+                    rec.outcome = outcome
+            for rec in records:
+                self._accept(rec)
+
+    def _settle(self, records: Sequence[Record]) -> None:
+        """Wait for the workers to prepare ``records`` (chunks are collected in order)."""
+        while any(r.outcome is None for r in records):
+            if not self.inflight:
+                raise RuntimeError("a record is neither prepared nor being prepared")
+            future, chunk, values = self.inflight.popleft()
+            try:
+                outcomes = future.result()
+            except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
+                self._lose_preparer(exc)
+                outcomes = prepare_chunk(values)
+            for rec, outcome in zip(chunk, outcomes, strict=True):
+                rec.outcome = outcome
+
+    def _start_preparer(self) -> None:
+        if self.preparer is None:
+            return
+        try:
+            self.preparer.start()
+        except (OSError, BrokenProcessPool) as exc:
+            self._lose_preparer(exc)
+
+    def _lose_preparer(self, exc: BaseException) -> None:
+        """Carry on preparing inline: a pool is not re-forked once Kafka threads run."""
+        logger.warning("prepare workers unavailable ({}); preparing in this process", exc)
+        if self.preparer is not None:
+            self.preparer.close()
+            self.preparer = None
+
+    def _drop_batch(self) -> None:
+        self.batch = []
+        self.inflight.clear()  # their results are no longer wanted
 
     def _accept(self, rec: Record) -> None:
         expected = self.expected.get(rec.tp)
@@ -506,9 +695,33 @@ class SyncConsumer:
         self.stats.rewinds += 1
 
     def _batch_due(self) -> bool:
-        if len(self.batch) >= self.config.batch_size or self.last_poll_empty:
+        size = self.config.batch_size
+        if len(self.batch) >= size:
+            # A full batch still being prepared: read ahead (the workers prepare while
+            # this process reads) until the next batch is full as well.
+            ahead = len(self.batch) < 2 * size and not self.last_poll_empty
+            return not (ahead and any(r.outcome is None for r in self.batch[:size]))
+        if self.last_poll_empty:
             return True
-        return time.monotonic() - self.batch_started >= self.config.batch_ms / 1000
+        if time.monotonic() - self.batch_started >= self.config.batch_ms / 1000:
+            return True
+        return self._read_to_highwater()
+
+    def _read_to_highwater(self) -> bool:
+        """Whether every assigned partition has been read up to its last known high
+        watermark: nothing more is there to fill the batch with, so waiting for
+        ``batch_ms`` would only add latency (a live stream commits at once; a backlog
+        still fills whole batches)."""
+        if self.consumer is None or self.pending:
+            return False
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                return False
+            read = self.expected.get((tp.topic, tp.partition))
+            if (read if read is not None else 0) < highwater:
+                return False
+        return True
 
     # -- steps 2 to 4
 
@@ -519,10 +732,15 @@ class SyncConsumer:
         IO thread where blocking Kafka calls are refused: the offsets are committed
         asynchronously and the DLQ produce and heartbeat wait for the main loop.
         """
-        records = self.batch
+        records = self.batch[: self.config.batch_size]
+        self._settle(records)
         rewound = frozenset(self.rewound & {r.tp for r in records})
-        durable = append_batch(self.engine, records, rewound=rewound)
-        self.batch = []
+        # the heartbeat that says "caught up" rides in the batch's own transaction
+        beat = None if in_callback else self._caught_up_beat(records)
+        durable = append_batch(self.engine, records, rewound=rewound, also=beat)
+        self.batch = self.batch[len(records) :]
+        if self.batch:
+            self.batch_started = time.monotonic()
         self.rewound -= rewound
         self.durable.update(durable.offsets)
         self.stats.records += len(records)
@@ -536,7 +754,27 @@ class SyncConsumer:
         if durable.rejected:
             self._produce_dlq(durable.rejected)
         self._commit_kafka(durable.offsets, sync=sync)
-        self._heartbeat(force=False, appended=True)
+        if beat is not None:
+            self.last_heartbeat = time.monotonic()
+        else:
+            self._heartbeat(force=False)
+
+    def _caught_up_beat(self, records: Sequence[Record]) -> Callable[[Connection], None] | None:
+        """The heartbeat write for the append transaction when, once ``records`` are
+        durable, this member is caught up (no lag, nothing more buffered); else None."""
+        if len(records) < len(self.batch):
+            return None
+        lag, known = self._lag(next_offsets_of(records))
+        if not known or lag:
+            return None
+        assigned = self._assigned()
+
+        def beat(conn: Connection) -> None:
+            write_heartbeat_in(
+                conn, self.member, self.group, lag=0, caught_up=True, assigned=assigned
+            )
+
+        return beat
 
     def _commit_kafka(self, offsets: dict[TopicPartitionKey, int], *, sync: bool) -> None:
         """Tell Kafka what is durable: async in the loop and in rebalance callbacks (no
@@ -609,7 +847,8 @@ class SyncConsumer:
         logger.info("revoked {}", sorted(keys))
         if self.batch and any(r.tp in keys for r in self.batch):
             try:
-                self._flush(in_callback=True)
+                while self.batch:
+                    self._flush(in_callback=True)
             except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
                 logger.warning(
                     "revoked with an unflushed batch ({}); the new owner re-reads it", exc
@@ -663,7 +902,7 @@ class SyncConsumer:
         self.pending.clear()
 
     def _restart_from_database(self, tps: set[TopicPartitionKey]) -> None:
-        self.batch = []
+        self._drop_batch()
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         again = tps & owned
         if again:
@@ -695,8 +934,11 @@ class SyncConsumer:
 
     # -- heartbeats and lag
 
-    def _lag(self) -> tuple[int, bool]:
-        """Records behind the high watermark over assigned partitions; and whether it is known."""
+    def _lag(self, appending: dict[TopicPartitionKey, int] | None = None) -> tuple[int, bool]:
+        """Records behind the high watermark over assigned partitions; and whether it is known.
+
+        ``appending``: next offsets of a batch being appended, counted as durable.
+        """
         if self.consumer is None:
             return 0, False
         total = 0
@@ -704,7 +946,7 @@ class SyncConsumer:
         for tp in self.consumer.assignment():
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
-            done = self.durable.get(key)
+            done = (appending or {}).get(key, self.durable.get(key))
             if done is None and highwater is not None and key not in self.pending:
                 done = self._position(tp)  # nothing appended yet: where we read from
             if highwater is None or done is None or key in self.pending:
@@ -756,21 +998,18 @@ class SyncConsumer:
         except Exception:  # an internal API: if it changes, assume the group is fine
             return True
 
-    def _heartbeat(self, *, force: bool, appended: bool = False) -> None:
+    def _assigned(self) -> str:
+        if self.consumer is None:
+            return ""
+        return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(self.consumer.assignment()))
+
+    def _heartbeat(self, *, force: bool) -> None:
+        """The periodic heartbeat (after an append that catches up, see ``_caught_up_beat``)."""
         now = time.monotonic()
-        if not force and not appended and now - self.last_heartbeat < self.config.heartbeat_every:
+        if not force and now - self.last_heartbeat < self.config.heartbeat_every:
             return
-        if appended and now - self.last_heartbeat < self.config.heartbeat_every:
-            # after an append, refresh only when it makes us caught up
-            lag, known = self._lag()
-            if not (known and lag == 0 and not self.batch):
-                return
         lag, known = self._lag()
-        assigned = (
-            ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(self.consumer.assignment()))
-            if self.consumer is not None
-            else ""
-        )
+        assigned = self._assigned()
         try:
             write_heartbeat(
                 self.engine,
