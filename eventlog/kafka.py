@@ -106,7 +106,8 @@ class ConsumerConfig:
     check_crcs: bool = True
     fetch_max_wait_ms: int = 50  # an idle fetch returns this soon: bounds added latency
     bootstrap_timeout_ms: int = 5000  # one connection attempt; then back off and retry
-    # Prepare in worker processes (None: one per CPU, at most 4; 0 or 1: never) when a
+    # Prepare in worker processes (None: one per CPU, at most 4, when the consumer is the
+    # process's only thread — `bo consume` — so forking is safe; 0 or 1: never) when a
     # poll brings at least ``parallel_min`` records (a backlog); live traffic stays inline.
     prepare_workers: int | None = None
     parallel_min: int = 256
@@ -658,6 +659,10 @@ class SyncConsumer:
 
     def _start_preparer(self) -> None:
         if self.preparer is None:
+            return
+        if self.config.prepare_workers is None and threading.active_count() > 1:
+            # e.g. `bo serve --with-consumer`: other threads may hold locks a fork copies
+            self.preparer = None
             return
         try:
             self.preparer.start()

@@ -231,3 +231,18 @@ def _values_by_id(records: list[tuple[str, bytes | None, bytes | None]]) -> dict
         if isinstance(item, Staged) and value is not None:
             found.setdefault(item.event_id, value)
     return found
+
+
+def test_automatic_workers_only_when_forking_is_safe(migrated: Engine) -> None:
+    settings = kafka_settings("127.0.0.1:9", str(migrated.url), ["topic"])
+    consumer = SyncConsumer(settings, migrated, threading.Event(), ConsumerConfig())
+    assert consumer.preparer is not None or (os.cpu_count() or 1) == 1
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)  # e.g. bo serve's threads
+    other.start()
+    try:
+        consumer._start_preparer()
+    finally:
+        release.set()
+        other.join()
+    assert consumer.preparer is None  # inline: no fork from a multi-threaded process
