@@ -40,6 +40,14 @@ def consume(
             help="Verify record-batch CRC32C (slow in pure Python unless crc32c is installed).",
         ),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Processes that prepare a backlog (0: one per CPU, at most 4; 1: inline).",
+        ),
+    ] = 0,
 ) -> int:
     """Consume Debezium topics (BO_KAFKA_TOPICS) into the log until SIGTERM or Ctrl-C."""
     c = bootstrap()
@@ -53,7 +61,12 @@ def consume(
             c.settings,
             c.engine,
             stop,
-            ConsumerConfig(batch_size=batch_size, batch_ms=batch_ms, check_crcs=check_crcs),
+            ConsumerConfig(
+                batch_size=batch_size,
+                batch_ms=batch_ms,
+                check_crcs=check_crcs,
+                prepare_workers=workers or None,
+            ),
         )
         stats = consumer.run()
     finally:

@@ -327,8 +327,12 @@ class Durable:
 def next_offsets_of(records: Sequence[Record]) -> dict[TopicPartitionKey, int]:
     """The next offset per partition once ``records`` are durable."""
     next_offsets: dict[TopicPartitionKey, int] = {}
+    get = next_offsets.get
     for rec in records:
-        next_offsets[rec.tp] = max(next_offsets.get(rec.tp, 0), rec.offset + 1)
+        key = (rec.topic, rec.partition)
+        after = rec.offset + 1
+        if after > get(key, 0):
+            next_offsets[key] = after
     return next_offsets
 
 
@@ -342,9 +346,17 @@ def append_batch(
     """Step 3 of the protocol: append prepared records and store offsets in one transaction
     (``also`` adds to it: the consumer's heartbeat when the batch makes it caught up)."""
     next_offsets = next_offsets_of(records)
+    lowest: dict[TopicPartitionKey, int] = {}
+    for rec in records:
+        key = (rec.topic, rec.partition)
+        if rec.offset < lowest.get(key, rec.offset + 1):
+            lowest[key] = rec.offset
     with write_tx(engine) as conn:
         stored = read_offsets(conn, next_offsets, lock=True)
-        fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
+        if not rewound and all(low >= stored.get(tp, 0) for tp, low in lowest.items()):
+            fresh = list(records)  # the usual case: nothing below the stored offsets
+        else:
+            fresh = [r for r in records if r.tp in rewound or r.offset >= stored.get(r.tp, 0)]
         result = append_in(conn, [_outcome(r) for r in fresh])
         write_offsets(conn, next_offsets, stored=stored, rewound=rewound)
         if also is not None:
