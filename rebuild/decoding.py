@@ -43,7 +43,7 @@ def _start_worker(dsn: str | None) -> None:
     if dsn is not None:
         import psycopg
 
-        _worker["conn"] = psycopg.connect(dsn, autocommit=True)
+        _worker["conn"] = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
 
 
 def pack(rows: list[RawRow]) -> bytes:
