@@ -51,9 +51,53 @@ FAILED = (*LOST, asyncpg.PostgresError)
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
 
 
-def conninfo(engine: Engine) -> str:
-    """A ``postgresql://`` URI for the engine's database (same user, password, host)."""
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+# URL query options asyncpg understands as connection options; anything else it would
+# send to the server as a setting (``connect_timeout=5`` → "unrecognized configuration
+# parameter"), so such a URL keeps the synchronous path instead.
+ASYNCPG_OPTIONS = frozenset(
+    (
+        "host",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "database",
+        "passfile",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslcrl",
+        "sslpassword",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "application_name",
+    )
+)
+
+
+def conninfo(engine: Engine) -> tuple[str, float] | None:
+    """A ``postgresql://`` URI for the engine's database (same user, password, host) and
+    the connect timeout (``connect_timeout`` from the URL, else 5 s); ``None`` when the URL
+    carries an option asyncpg cannot take (the caller then stays on the synchronous path).
+    """
+    url = engine.url.set(drivername="postgresql")
+    query = dict(url.query)
+    timeout = 5.0
+    if "connect_timeout" in query:
+        raw = query.pop("connect_timeout")
+        try:
+            timeout = float(raw if isinstance(raw, str) else raw[-1])
+        except ValueError:
+            return None
+        if timeout <= 0:  # libpq: 0 or negative means wait forever; keep a bound
+            timeout = 5.0
+    if not set(query) <= ASYNCPG_OPTIONS:
+        return None
+    return url.set(query=query).render_as_string(hide_password=False), timeout
 
 
 def positional(engine: Engine, statement: Any, param: str) -> str:

@@ -57,10 +57,11 @@ def create_app(
         pool: AsyncPool | None = None
         # the hot path on the event loop (api/aio.py); not when tracing, whose SQL spans
         # come from the engine's events
-        if not is_sqlite(engine) and tracer is None:
-            dsn = conninfo(engine)
-            pool = AsyncPool(dsn, ASYNC_POOL_SIZE)
-            sink = AsyncAuditSink(dsn, on_commit=writer.count_commit)
+        target = None if is_sqlite(engine) or tracer is not None else conninfo(engine)
+        if target is not None:
+            dsn, timeout = target
+            pool = AsyncPool(dsn, ASYNC_POOL_SIZE, connect_timeout=timeout)
+            sink = AsyncAuditSink(dsn, connect_timeout=timeout, on_commit=writer.count_commit)
             sink.start()
             writer.attach(sink)
             state.aio = AsyncLookups(engine, pool, now, state.service.kafka_group)

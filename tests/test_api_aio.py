@@ -14,10 +14,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 
 from api import models
-from api.aio import tx_json
+from api.aio import conninfo, tx_json
 from api.audit import verify_audit
 from api.fastpath import TxFastPath
 from eventlog.schema import audit_log, consumer_heartbeats
@@ -332,3 +332,52 @@ def test_audit_values_survive_the_batched_insert_exactly(pg_env: ApiEnv) -> None
     assert [r["result_count"] for r in records] == [1, None, 0]  # 200, 422, 404
     assert records[0]["roles"] == '["ADMIN_READ"]'
     assert verify_audit(pg_env.engine).records == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ("", 5.0)),
+        ("?connect_timeout=3", ("", 3.0)),
+        ("?connect_timeout=0&sslmode=disable", ("?sslmode=disable", 5.0)),
+        ("?application_name=bo-api", ("?application_name=bo-api", 5.0)),
+        ("?options=-c%20statement_timeout%3D5s", None),
+        ("?connect_timeout=soon", None),
+    ],
+)
+def test_conninfo_takes_only_what_asyncpg_understands(
+    query: str, expected: tuple[str, float] | None
+) -> None:
+    engine = create_engine(f"postgresql+psycopg://u:p%40ss@db.example:5433/bo{query}")
+    got = conninfo(engine)
+    if expected is None:
+        assert got is None  # the synchronous path serves such a URL
+    else:
+        suffix, timeout = expected
+        assert got == (f"postgresql://u:p%40ss@db.example:5433/bo{suffix}", timeout)
+
+
+def test_a_libpq_only_url_option_keeps_the_synchronous_path_working(
+    pg_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    env = make_env(engine_factory(pg_url + "?options=-c%20statement_timeout%3D5000"), tmp_path)
+    _world(env)
+    with client(env.app(clock=lambda: NOW)) as c:
+        assert c.app.state.bo.aio is None  # type: ignore[attr-defined]
+        r = c.get("/admin/tx/T1", headers={"Authorization": f"Bearer {env.token(READ)}"})
+    assert r.status_code == 200
+    assert r.json()["tx_id"] == "T1"
+
+
+def test_connect_timeout_in_the_url_still_takes_the_event_loop_path(
+    pg_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    env = make_env(engine_factory(pg_url + "?connect_timeout=7"), tmp_path)
+    _world(env)
+    with client(env.app(clock=lambda: NOW)) as c:
+        state = c.app.state.bo  # type: ignore[attr-defined]
+        assert state.aio is not None
+        assert state.aio.pool.connect_timeout == 7.0
+        r = c.get("/admin/tx/T1", headers={"Authorization": f"Bearer {env.token(READ)}"})
+    assert r.status_code == 200
+    assert r.json()["tx_id"] == "T1"
