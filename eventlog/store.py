@@ -234,8 +234,11 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
+_HEAD_POSITION = select(func.coalesce(func.max(events.c.position), 0))
+
+
 def head_position(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
+    return int(conn.execute(_HEAD_POSITION).scalar_one())
 
 
 def _head(conn: Connection) -> tuple[int, str]:

@@ -315,8 +315,10 @@ class Runner:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = self.poll_interval
-                if summary["applied"]:
-                    continue
+                if summary["applied"] and listener is None:
+                    continue  # polling: look again at once, more may have come meanwhile
+                # With LISTEN no second look is needed: a commit after this pass's head
+                # read has queued a notification, so the wait returns at once for it.
                 if listener is not None:
                     quiet = not listener.wait(self.poll_interval, stop)
                 else:
@@ -395,6 +397,7 @@ class _Listener:
         try:
             if self._conn is None:
                 self._conn = self._connect()
+                return True  # commits before LISTEN started sent no notification here
             while not stop.is_set() and time.monotonic() < deadline:
                 slice_ = min(0.5, max(0.0, deadline - time.monotonic()))
                 if any(True for _ in self._conn.notifies(timeout=slice_, stop_after=1)):

@@ -12,8 +12,10 @@ Decoding is :func:`eventlog.decode.decode_stored`: the same result as ``decode_b
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from eventlog.decode import decode_stored
 from eventlog.schema import events
@@ -24,16 +26,23 @@ RawRow = tuple[int, bytes, str]
 
 def read_raw(conn: Connection, after: int, upto: int, tables: Collection[str]) -> list[RawRow]:
     """Stored rows of ``tables`` with ``after < position <= upto``, in position order."""
-    query = (
+    query = _range_query(tuple(sorted(tables)))
+    rows = conn.execute(query, {"after": after, "upto": upto}).all()
+    return [(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+
+
+@lru_cache(maxsize=64)
+def _range_query(tables: tuple[str, ...]) -> Any:
+    """Built once per table set: the live runner runs it for every small batch."""
+    return (
         select(events.c.position, events.c.payload, events.c.ingested_at)
         .where(
-            events.c.position > after,
-            events.c.position <= upto,
-            events.c.table_name.in_(sorted(tables)),
+            events.c.position > bindparam("after"),
+            events.c.position <= bindparam("upto"),
+            events.c.table_name.in_(tables),
         )
         .order_by(events.c.position)
     )
-    return [(int(r[0]), bytes(r[1]), str(r[2])) for r in conn.execute(query).all()]
 
 
 def decode_rows(rows: list[RawRow]) -> list[LoggedEvent]:

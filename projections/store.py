@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -88,18 +89,44 @@ class SqlReader:
 
     def _where(self, physical: Table, column: str, values: Collection[str]) -> Iterator[Row]:
         items = sorted(values)
+        query = _select_member(physical, column, is_sqlite(self.conn))
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
-            query = select(physical).where(_member(self.conn, physical.c[column], chunk))
-            for row in self.conn.execute(query).mappings():
+            for row in self.conn.execute(query, {"values": chunk}).mappings():
                 yield dict(row)
 
 
-def _member(conn: Connection, column: Any, values: list[str]) -> Any:
-    """``column IN (...)``; on PostgreSQL ``= ANY(:array)``, one parameter however many values."""
-    if is_sqlite(conn):
-        return column.in_(values)
-    return column == any_(bindparam(None, values, type_=postgresql.ARRAY(Text)))
+# The live runner executes the same few statements for every small batch: they are built
+# once (constructing a SQLAlchemy statement costs more CPU than running it).
+
+
+@lru_cache(maxsize=512)
+def _select_member(physical: Table, column: str, sqlite_: bool) -> Any:
+    return select(physical).where(_member_of(physical.c[column], sqlite_))
+
+
+@lru_cache(maxsize=512)
+def _delete_member(physical: Table, sqlite_: bool) -> Any:
+    key = next(iter(physical.primary_key.columns))
+    return delete(physical).where(_member_of(key, sqlite_))
+
+
+def _member_of(column: Any, sqlite_: bool) -> Any:
+    """``column IN (:values)``; on PostgreSQL ``= ANY(:values)``, one array parameter however
+    many values."""
+    if sqlite_:
+        return column.in_(bindparam("values", expanding=True))
+    return column == any_(bindparam("values", type_=postgresql.ARRAY(Text)))
+
+
+@lru_cache(maxsize=512)
+def _upsert_statement(physical: Table, sqlite_: bool) -> Any:
+    key = next(iter(physical.primary_key.columns)).name
+    stmt = sqlite.insert(physical) if sqlite_ else postgresql.insert(physical)
+    return stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c.name: stmt.excluded[c.name] for c in physical.columns if c.name != key},
+    )
 
 
 def write_changes(conn: Connection, tables: Tables, changes: Changes) -> None:
@@ -109,24 +136,16 @@ def write_changes(conn: Connection, tables: Tables, changes: Changes) -> None:
             _upsert(conn, tables[name], rows)
     for name, keys in changes.deletes.items():
         if keys:
-            physical = tables[name]
-            key = next(iter(physical.primary_key.columns))
+            query = _delete_member(tables[name], is_sqlite(conn))
             for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                conn.execute(delete(physical).where(_member(conn, key, chunk)))
+                conn.execute(query, {"values": keys[start : start + _CHUNK]})
 
 
 def _upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
     if not is_sqlite(conn) and len(rows) >= _COPY_FROM:
         _copy_upsert(conn, physical, rows)
         return
-    key = next(iter(physical.primary_key.columns)).name
-    stmt = sqlite.insert(physical) if is_sqlite(conn) else postgresql.insert(physical)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[key],
-        set_={c.name: stmt.excluded[c.name] for c in physical.columns if c.name != key},
-    )
-    conn.execute(stmt, list(rows))
+    conn.execute(_upsert_statement(physical, is_sqlite(conn)), list(rows))
 
 
 def _copy_upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
@@ -244,29 +263,41 @@ def get_checkpoint(
     conn: Connection, name: str, version: int, *, lock: bool = False
 ) -> Checkpoint | None:
     """One checkpoint; ``lock`` takes ``SELECT … FOR UPDATE`` on PostgreSQL (SQLite: write_tx)."""
-    query = select(checkpoints).where(
-        checkpoints.c.projection == name, checkpoints.c.version == version
-    )
-    if lock and not is_sqlite(conn):
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = _LOCK_CHECKPOINT if lock and not is_sqlite(conn) else _GET_CHECKPOINT
+    row = conn.execute(query, {"cp_projection": name, "cp_version": version}).first()
     return None if row is None else Checkpoint.from_row(row)
 
 
+_GET_CHECKPOINT = select(checkpoints).where(
+    checkpoints.c.projection == bindparam("cp_projection"),
+    checkpoints.c.version == bindparam("cp_version"),
+)
+_LOCK_CHECKPOINT = _GET_CHECKPOINT.with_for_update()
+_ALL_CHECKPOINTS = select(checkpoints).order_by(checkpoints.c.projection, checkpoints.c.version)
+
+
 def all_checkpoints(conn: Connection) -> list[Checkpoint]:
-    rows = conn.execute(
-        select(checkpoints).order_by(checkpoints.c.projection, checkpoints.c.version)
-    ).all()
-    return [Checkpoint.from_row(r) for r in rows]
+    return [Checkpoint.from_row(r) for r in conn.execute(_ALL_CHECKPOINTS).all()]
+
+
+@lru_cache(maxsize=64)
+def _update_checkpoint(columns: tuple[str, ...]) -> Any:
+    return (
+        update(checkpoints)
+        .where(
+            checkpoints.c.projection == bindparam("cp_projection"),
+            checkpoints.c.version == bindparam("cp_version"),
+        )
+        .values({c: bindparam(c) for c in columns})
+    )
 
 
 def put_checkpoint(conn: Connection, name: str, version: int, **values: Any) -> None:
     """Insert or update a checkpoint row (``fingerprint`` and ``state`` needed to insert)."""
     values["updated_at"] = now_text()
     done = conn.execute(
-        update(checkpoints)
-        .where(checkpoints.c.projection == name, checkpoints.c.version == version)
-        .values(**values)
+        _update_checkpoint(tuple(sorted(values))),
+        {"cp_projection": name, "cp_version": version, **values},
     )
     if done.rowcount == 0:
         conn.execute(insert(checkpoints).values(projection=name, version=version, **values))

@@ -168,6 +168,33 @@ def test_run_forever_follows_the_log(migrated: Engine) -> None:
     assert not thread.is_alive()
 
 
+def test_run_forever_follows_back_to_back_commits_on_notify_alone(
+    pg_url: str, engine_factory: Any
+) -> None:
+    """After a pass that applied something the runner waits on LISTEN instead of looking
+    again: commits made during or right after a pass must still wake it (no 60 s poll)."""
+    engine = engine_factory(pg_url)
+    runner = Runner(engine, None, poll_interval=60.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(status(engine, None)) == 3)
+        wait_for(lambda: _listening(engine))
+        lines = sample()
+        for line in lines:  # one commit each, back to back
+            append(engine, [line])
+        wait_for(lambda: all(s["position"] == len(lines) for s in status(engine, None)))
+        extra = event(L, "c", ledger_row("T9", related_id=None), lsn=9, ts=9)
+        append(engine, [extra])  # and one more after the runner went back to waiting
+        wait_for(lambda: all(s["position"] == len(lines) + 1 for s in status(engine, None)))
+        assert "T9" in view_rows(engine, LEDGER_ENTRIES)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 def _listening(engine: Engine) -> bool:
     if engine.dialect.name == "sqlite":
         return True
