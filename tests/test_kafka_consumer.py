@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -10,7 +12,14 @@ from kafka import KafkaProducer
 from sqlalchemy import Engine, select
 
 from bo.broker import Broker
-from eventlog.kafka import OffsetRegression, read_offsets, write_offsets
+from eventlog.kafka import (
+    ConsumerConfig,
+    OffsetRegression,
+    Record,
+    SyncConsumer,
+    read_offsets,
+    write_offsets,
+)
 from eventlog.schema import consumer_heartbeats, dead_letters, events
 from tests.fixtures_kafka import (
     create_topics,
@@ -166,3 +175,25 @@ def test_not_caught_up_before_joining_and_reading_the_backlog(
     wait_for(observe, 90, "caught up after the backlog")
     running.finish()
     assert early == []  # never claimed "caught up" while joining or behind
+
+
+def test_a_batch_read_to_the_end_lingers_before_its_commit(migrated: Engine) -> None:
+    """Read to the partitions' end, a batch is committed once its first record is
+    ``linger_ms`` old (so small polls share a transaction), never later than ``batch_ms``,
+    and at once when full."""
+    settings = kafka_settings("127.0.0.1:1", str(migrated.url), ["t"])
+    config = ConsumerConfig(batch_size=3, batch_ms=50, linger_ms=10, prepare_workers=0)
+    consumer = SyncConsumer(settings, migrated, threading.Event(), config)
+    consumer.batch = [Record("t", 0, 0, None, b"{}")]
+    consumer.last_poll_empty = True  # nothing more to read right now
+    consumer.batch_started = time.monotonic()
+    assert not consumer._batch_due()  # younger than linger_ms: wait for company
+    consumer.batch_started = time.monotonic() - 0.011
+    assert consumer._batch_due()  # lingered long enough, and nothing more came
+    consumer.batch_started = time.monotonic()
+    consumer.batch = [Record("t", 0, n, None, b"{}") for n in range(3)]
+    consumer.last_poll_empty = False
+    assert consumer._batch_due()  # full: at once
+    consumer.batch = consumer.batch[:1]
+    consumer.batch_started = time.monotonic() - 0.051
+    assert consumer._batch_due()  # batch_ms bounds the wait whatever else happens
