@@ -33,6 +33,14 @@ def consume(
     batch_ms: Annotated[
         int, typer.Option(min=0, max=60_000, help="Longest wait to fill a batch (ms).")
     ] = 50,
+    linger_ms: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=60_000,
+            help="Wait this long (ms) for company before committing a batch read to the end.",
+        ),
+    ] = 10,
     check_crcs: Annotated[
         bool,
         typer.Option(
@@ -64,6 +72,7 @@ def consume(
             ConsumerConfig(
                 batch_size=batch_size,
                 batch_ms=batch_ms,
+                linger_ms=linger_ms,
                 check_crcs=check_crcs,
                 prepare_workers=workers or None,
             ),

@@ -149,3 +149,20 @@ def test_unreachable_broker_backs_off_and_never_crashes(
             proc.kill()
     assert proc.returncode == 0
     assert orjson.loads(out.decode().strip())["broker_retries"] >= 2
+
+
+@pytest.mark.parametrize("value", ["-1", "60001", "soon"])
+def test_bad_linger_is_a_usage_error(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["bo", "consume", "--linger-ms", value])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+    finally:
+        logger.remove()
+        logger.add(sys.__stderr__)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "linger-ms" in err, err
+    assert len(err.splitlines()) == 1
