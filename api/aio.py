@@ -45,7 +45,15 @@ from eventlog.schema import audit_log, consumer_heartbeats
 
 UNAVAILABLE = "serving data unavailable (database down or projections not built yet)"
 # the connection itself failed (refused, reset, closed, timed out): worth one retry afresh
-LOST = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# (InternalClientError: a connection the server terminated while idle can be handed out
+# with its protocol mid-way — "cannot switch to state …; another operation is in progress")
+LOST = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.InternalClientError,
+)
 # anything the database or driver can raise: the answer is 503
 FAILED = (*LOST, asyncpg.PostgresError)
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)

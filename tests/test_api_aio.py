@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from hypothesis import example, given, settings
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import create_engine, insert, select, text
 
+from api import aio as api_aio
 from api import models
 from api.aio import conninfo, tx_json
 from api.audit import verify_audit
@@ -381,3 +383,57 @@ def test_connect_timeout_in_the_url_still_takes_the_event_loop_path(
         r = c.get("/admin/tx/T1", headers={"Authorization": f"Bearer {env.token(READ)}"})
     assert r.status_code == 200
     assert r.json()["tx_id"] == "T1"
+
+
+class _Broken:
+    """A pooled connection whose protocol is stuck (what asyncpg hands back when the server
+    terminated it while idle): every query raises asyncpg's InternalClientError."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def fetchrow(self, *_args: Any) -> Any:
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    fetch = fetchrow
+
+
+def test_a_stuck_pooled_connection_is_replaced_not_a_500(pg_env: ApiEnv) -> None:
+    _world(pg_env)
+    app = pg_env.app()
+    headers = pg_env.headers(READ)
+    with client(app) as c:
+        assert c.get("/admin/tx/T1", headers=headers).status_code == 200
+        pool = app.state.bo.aio.pool
+        assert pool._idle  # the lookup's connection went back to the pool
+        pool._idle[0] = _Broken(pool._idle[0])
+        after = c.get("/admin/tx/T1", headers=headers)
+        assert not any(isinstance(conn, _Broken) for conn in pool._idle)
+    assert after.status_code == 200, after.text
+    assert verify_audit(pg_env.engine).records == 2
+
+
+def test_a_connection_stuck_again_after_the_retry_is_503(
+    pg_env: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _world(pg_env)
+    app = pg_env.app()
+    headers = pg_env.headers(READ)
+    real_connect = api_aio.connect
+
+    async def stuck(*args: Any, **kwargs: Any) -> Any:
+        return _Broken(await real_connect(*args, **kwargs))
+
+    with client(app) as c:
+        assert c.get("/admin/tx/T1", headers=headers).status_code == 200
+        pool = app.state.bo.aio.pool
+        pool._idle[0] = _Broken(pool._idle[0])
+        monkeypatch.setattr(api_aio, "connect", stuck)
+        refused = c.get("/admin/tx/T1", headers=headers)
+    assert refused.status_code == 503
+    assert refused.json()["detail"].startswith("serving data unavailable")
