@@ -39,6 +39,7 @@ from bench.common import (
     append_generated,
     machine_info,
     markdown_table,
+    tree_cpu_seconds,
     write_section,
 )
 
@@ -381,25 +382,6 @@ def start_server(url: str, var_dir: Path, port: int, workers: int) -> subprocess
     raise RuntimeError("bo serve did not come up")
 
 
-def cpu_seconds(root: int) -> float:
-    """User + system CPU of a process and all its descendants so far (psutil)."""
-    import psutil
-
-    try:
-        top = psutil.Process(root)
-        family = [top, *top.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in family:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 def postmaster_pid(cluster: Any) -> int:
     return int((cluster.datadir / "postmaster.pid").read_text().splitlines()[0])
 
@@ -449,9 +431,9 @@ def bench(entries: int, real_events: int, seconds: int, connections: int, worker
                         _row(f"{rate} req/s scheduled, wrk -t{WRK_THREADS} -c{conns}", stats)
                     )
                     print(f"{rate}/s: {stats}", file=sys.stderr)
-                before = (cpu_seconds(server.pid), cpu_seconds(postmaster_pid(cluster)))
+                before = (tree_cpu_seconds(server.pid), tree_cpu_seconds(postmaster_pid(cluster)))
                 stats = run_wrk(base, token, ids_file, seconds, connections)
-                after = (cpu_seconds(server.pid), cpu_seconds(postmaster_pid(cluster)))
+                after = (tree_cpu_seconds(server.pid), tree_cpu_seconds(postmaster_pid(cluster)))
                 rows.append(_row(f"saturation, wrk -t{WRK_THREADS} -c{connections}", stats))
                 api_ms = (after[0] - before[0]) / max(1, stats["requests"]) * 1000
                 pg_ms = (after[1] - before[1]) / max(1, stats["requests"]) * 1000

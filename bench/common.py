@@ -205,3 +205,24 @@ def append_generated(log: Any, count: int, *, batch: int = 5000) -> None:
             pending = []
     if pending:
         log.append(pending)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of process ``pid`` and all its descendants
+    (children that already exited and were reaped count through ``children_*``); 0 when
+    the process is gone."""
+    import psutil
+
+    try:
+        top = psutil.Process(pid)
+        family = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in family:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total

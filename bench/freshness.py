@@ -37,12 +37,17 @@ from typing import Any
 
 import httpx
 import orjson
-import psutil
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from sqlalchemy import Engine, func, select, text
 
-from bench.common import debezium_events, machine_info, markdown_table, write_section
+from bench.common import (
+    debezium_events,
+    machine_info,
+    markdown_table,
+    tree_cpu_seconds,
+    write_section,
+)
 from bo.broker import free_port, throwaway_broker
 from bo.pgcluster import throwaway_cluster
 from eventlog.db import make_engine
@@ -389,15 +394,8 @@ def _catch_up(
 
 
 def _cpu(proc: subprocess.Popen[bytes]) -> float:
-    """User + system CPU seconds of a child process and its own children (0 once gone)."""
-    try:
-        me = psutil.Process(proc.pid)
-        total = sum(me.cpu_times()[:2])
-        for child in me.children(recursive=True):
-            total += sum(child.cpu_times()[:2])
-        return total
-    except psutil.Error:
-        return 0.0
+    """CPU seconds of a child process and its own children (0 once gone)."""
+    return tree_cpu_seconds(proc.pid)
 
 
 def _up(base: str) -> bool:

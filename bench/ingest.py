@@ -27,10 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import psycopg
 
-from bench.common import machine_info, markdown_table, write_events, write_section
+from bench.common import (
+    machine_info,
+    markdown_table,
+    tree_cpu_seconds,
+    write_events,
+    write_section,
+)
 from bo.pgcluster import Cluster, throwaway_cluster
 from eventlog.ingest import PARALLEL_MIN_BYTES, default_workers
 
@@ -57,20 +62,11 @@ def server_cpu(cluster: Cluster | None) -> float:
     """
     if cluster is None:
         return 0.0
-    pid_file = cluster.datadir / "postmaster.pid"
     try:
-        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
-        procs = [postmaster, *postmaster.children(recursive=True)]
-    except (OSError, ValueError, psutil.Error):
+        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError):
         return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+    return tree_cpu_seconds(postmaster)
 
 
 def run_bo(url: str, *args: str, server: Cluster | None = None) -> Run:
