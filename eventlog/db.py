@@ -38,8 +38,8 @@ def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)  # a "file:" URI: as given
     engine = create_engine(
         url,
         execution_options={"schema_translate_map": dict.fromkeys(SCHEMAS)},
