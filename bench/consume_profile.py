@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.add(lambda m: print(m, end=""), level="WARNING")
     with throwaway_broker() as broker, throwaway_cluster() as cluster:
         url = cluster.create_database("prof")
-        engine = make_engine(url)
+        engine = make_engine(url, pre_ping=False)  # as `bo consume` makes it
         upgrade(engine)
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         admin.create_topics([NewTopic(LEDGER, 3, 1), NewTopic(ORDERS, 3, 1)])

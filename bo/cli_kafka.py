@@ -13,6 +13,7 @@ import typer
 from bo.output import EXIT_OK, Reporter, emit
 from bo.wiring import bootstrap
 from eventlog.backfill import backfill, parse_tables
+from eventlog.db import make_engine
 from eventlog.errors import UsageError
 from eventlog.kafka import ConsumerConfig, SyncConsumer, check_kafka_settings
 
@@ -61,13 +62,15 @@ def consume(
     c = bootstrap()
     check_kafka_settings(c.settings)
     c.require_database()
+    # no ping per checkout (a round trip per batch): a failed append is retried anyway
+    engine = make_engine(c.settings.database_url, pre_ping=False)
     stop = threading.Event()
     previous = _on_signals(stop)
     started = time.monotonic()
     try:
         consumer = SyncConsumer(
             c.settings,
-            c.engine,
+            engine,
             stop,
             ConsumerConfig(
                 batch_size=batch_size,
@@ -81,6 +84,7 @@ def consume(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        engine.dispose()
         c.close()
     summary: dict[str, Any] = dict(stats.summary())
     summary["member"] = consumer.member

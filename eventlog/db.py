@@ -22,15 +22,21 @@ from eventlog.schema import SCHEMAS
 _WRITE = "bo_write"
 
 
-def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
-    """Create the engine for ``url`` (``sqlite://`` or ``postgresql+psycopg://``)."""
+def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """Create the engine for ``url`` (``sqlite://`` or ``postgresql+psycopg://``).
+
+    ``pre_ping=False`` skips the round trip that tests each pooled connection at checkout:
+    for a loop that retries a failed transaction anyway (``bo consume``, the projection
+    runner), where a connection broken by a server restart fails its first statement,
+    the pool is invalidated and the retry connects afresh.
+    """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 5},
         **kwargs,
     )
@@ -76,6 +82,15 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
         conn = conn.execution_options(**{_WRITE: True})
         with conn.begin():
             yield conn
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """One pooled connection for successive write transactions (``with conn.begin():``
+    each; on SQLite each holds the write lock from the start, as in :func:`write_tx`):
+    one checkout — and PostgreSQL pre-ping round trip — for all of them."""
+    with engine.connect() as conn:
+        yield conn.execution_options(**{_WRITE: True})
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from eventlog.kafka import (
     Record,
     SyncConsumer,
     read_offsets,
+    write_heartbeat_in,
     write_offsets,
 )
 from eventlog.schema import consumer_heartbeats, dead_letters, events
@@ -197,3 +198,52 @@ def test_a_batch_read_to_the_end_lingers_before_its_commit(migrated: Engine) -> 
     consumer.batch = consumer.batch[:1]
     consumer.batch_started = time.monotonic() - 0.051
     assert consumer._batch_due()  # batch_ms bounds the wait whatever else happens
+
+
+def test_offsets_of_many_partitions_move_together(migrated: Engine) -> None:
+    """The one-statement update (PostgreSQL) moves each partition to its own offset,
+    leaves unmoved and other topics' rows alone, and still refuses a regression."""
+    with migrated.begin() as conn:
+        write_offsets(conn, {("a", 0): 5, ("a", 1): 7, ("a", 2): 9, ("b", 0): 1})
+    with migrated.begin() as conn:
+        stored = read_offsets(conn, [("a", 0), ("a", 1), ("a", 2)], lock=True)
+        assert stored == {("a", 0): 5, ("a", 1): 7, ("a", 2): 9}
+        write_offsets(conn, {("a", 0): 6, ("a", 1): 7, ("a", 2): 20, ("a", 3): 2}, stored=stored)
+    with migrated.begin() as conn:
+        assert read_offsets(conn, [("a", p) for p in range(4)] + [("b", 0), ("c", 0)]) == {
+            ("a", 0): 6,
+            ("a", 1): 7,
+            ("a", 2): 20,
+            ("a", 3): 2,
+            ("b", 0): 1,
+        }
+    with pytest.raises(OffsetRegression), migrated.begin() as conn:
+        write_offsets(conn, {("a", 0): 8, ("a", 2): 19})
+    with migrated.begin() as conn:  # rolled back as a whole
+        assert read_offsets(conn, [("a", 0), ("a", 2)]) == {("a", 0): 6, ("a", 2): 20}
+
+
+def test_heartbeat_upsert_moves_caught_up_only_when_caught_up(migrated: Engine) -> None:
+    def beat_row(member: str) -> dict[str, object]:
+        with migrated.connect() as conn:
+            query = select(consumer_heartbeats).where(consumer_heartbeats.c.member == member)
+            return dict(conn.execute(query).mappings().one())
+
+    with migrated.begin() as conn:
+        write_heartbeat_in(conn, "m1", "g", lag=5, caught_up=False, assigned="t[0]")
+        write_heartbeat_in(conn, "m2", "g", lag=0, caught_up=True, assigned="t[1]")
+    first = beat_row("m1")
+    assert first["caught_up_at"] is None
+    assert (first["group_id"], first["lag_records"], first["assigned"]) == ("g", 5, "t[0]")
+    caught = beat_row("m2")["caught_up_at"]
+    assert caught is not None
+    with migrated.begin() as conn:
+        write_heartbeat_in(conn, "m2", "g2", lag=3, caught_up=False, assigned="t[1],t[2]")
+    second = beat_row("m2")
+    assert second["caught_up_at"] == caught  # kept while behind
+    assert (second["group_id"], second["lag_records"], second["assigned"]) == ("g2", 3, "t[1],t[2]")
+    with migrated.begin() as conn:
+        write_heartbeat_in(conn, "m1", "g", lag=0, caught_up=True, assigned="t[0]")
+    assert beat_row("m1")["caught_up_at"] is not None
+    with migrated.connect() as conn:
+        assert len(conn.execute(select(consumer_heartbeats)).all()) == 2
