@@ -247,8 +247,14 @@ _HEAD_POSITION = select(func.coalesce(func.max(events.c.position), 0))
 _HEAD = select(events.c.position, events.c.hash).order_by(events.c.position.desc()).limit(1)
 
 
+_PG_HEAD_POSITION = f"SELECT coalesce(max(position), 0) FROM {_EVENTS}"
+
+
 def head_position(conn: Connection) -> int:
-    return int(conn.execute(_HEAD_POSITION).scalar_one())
+    """The last position (0 for an empty log); once per projection runner pass."""
+    if is_sqlite(conn):
+        return int(conn.execute(_HEAD_POSITION).scalar_one())
+    return int(conn.exec_driver_sql(_PG_HEAD_POSITION).scalar_one())
 
 
 def _head(conn: Connection) -> tuple[int, str]:

@@ -30,7 +30,7 @@ from loguru import logger
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from eventlog.db import is_sqlite, read_tx, write_tx
+from eventlog.db import is_sqlite, read_tx, write_connection, write_tx
 from eventlog.metrics import FRESHNESS, VERSION_MISSING
 from eventlog.settings import Settings
 from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position
@@ -151,16 +151,22 @@ class Runner:
         careful: dict[tuple[str, int], int] = {}
         pending = [(p, item) for p, item in work if item.position < head]
         pending.sort(key=lambda w: w[1].state != SERVING)  # stable: registry order otherwise
+        if not pending:
+            return
         cache = _BatchCache()
-        while pending:
-            for projection, item in list(pending):
-                going = self._advance_one(projection, item, head, careful, cache)
-                if not going or item.position >= head:
-                    pending.remove((projection, item))
-            cache.forget_before(min((item.position for _p, item in pending), default=head))
+        # The pass's steps are transactions of their own on one connection: one pool
+        # checkout (and pre-ping) per pass, not per step — most of a small pass's cost.
+        with write_connection(self.engine) as conn:
+            while pending:
+                for projection, item in list(pending):
+                    going = self._advance_one(conn, projection, item, head, careful, cache)
+                    if not going or item.position >= head:
+                        pending.remove((projection, item))
+                cache.forget_before(min((item.position for _p, item in pending), default=head))
 
     def _advance_one(
         self,
+        conn: Connection,
         projection: Projection,
         item: Progress,
         head: int,
@@ -175,7 +181,7 @@ class Runner:
         single = item.position < careful.get(key, 0)
         size = 1 if single else self.batch
         try:
-            return self._step(projection, size, head, item, None if single else cache)
+            return self._step(conn, projection, size, head, item, None if single else cache)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -187,14 +193,16 @@ class Runner:
 
     def _step(
         self,
+        conn: Connection,
         projection: Projection,
         size: int,
         head: int,
         item: Progress,
         cache: _BatchCache | None,
     ) -> bool:
+        """One batch of one version in one write transaction on ``conn``."""
         tables = tables_for(projection)
-        with write_tx(self.engine) as conn:
+        with conn.begin():
             cp = get_checkpoint(conn, projection.name, projection.version, lock=True)
             if cp is None or cp.state not in ACTIVE:
                 item.state = cp.state if cp else item.state

@@ -293,3 +293,28 @@ def test_listener_loss_falls_back_to_polling(pg_url: str, engine_factory: Any) -
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_pass_steps_on_one_pooled_connection(migrated: Engine) -> None:
+    """Every step of a pass (3 versions x several batches) is its own transaction on one
+    checked-out connection: the head read and that one connection, not one per step."""
+    from sqlalchemy import event as sa_event
+
+    runner = Runner(migrated, None, batch=1)
+    append(migrated, sample()[:1])
+    runner.run_once(checksums=False)  # creates the projections' tables first
+    append(migrated, sample()[1:])
+    checkouts: list[object] = []
+
+    def count(*_args: Any) -> None:
+        checkouts.append(object())
+
+    sa_event.listen(migrated.pool, "checkout", count)
+    try:
+        summary = runner.run_once(checksums=False)
+    finally:
+        sa_event.remove(migrated.pool, "checkout", count)
+    assert summary["applied"] == 9  # 3 events x 3 versions, one event per step
+    assert summary["failed"] == []
+    assert len(checkouts) == 2  # the head read and the steps' connection
+    assert all(item["position"] == 4 for item in by_name(migrated).values())
