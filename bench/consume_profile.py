@@ -109,9 +109,21 @@ def main(argv: list[str] | None = None) -> int:
                     first.append(time.monotonic())
                     first.append(consumer.stats.records)
                 if done():
+                    # per-thread CPU while the Kafka client's threads still exist, and
+                    # the prepare workers' before the pool is shut down
+                    names = {t.native_id: t.name for t in threading.enumerate()}
+                    for t in me.threads():
+                        at_done[names.get(t.id, str(t.id))] = t.user_time + t.system_time
+                    for child in me.children():
+                        times = child.cpu_times()
+                        at_done["workers"] = at_done.get("workers", 0.0) + times.user + times.system
                     stop.set()
                 stop.wait(0.02)
 
+        at_done: dict[str, float] = {}
+        me = psutil.Process(os.getpid())
+        names0 = {t.native_id: t.name for t in threading.enumerate()}
+        at_start = {names0.get(t.id, str(t.id)): t.user_time + t.system_time for t in me.threads()}
         threading.Thread(target=watch, daemon=True).start()
         if args.live:
             live.start()
@@ -146,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     print(stats.summary())
     print(f"main thread CPU {main_cpu:.2f} s = {main_cpu / max(n, 1) * 1e6:.1f} µs/record")
     print({k: round(v, 2) for k, v in threads.items() if v > 0.05})
+    spent = {k: v - at_start.get(k, 0.0) for k, v in at_done.items()}
+    print(
+        "CPU µs/record by thread (and the prepare workers) in the consume phase:",
+        {k: round(v / max(n, 1) * 1e6, 1) for k, v in spent.items() if v > 0.01},
+    )
     if profile:
         st = pstats.Stats(profile)
         st.sort_stats("tottime").print_stats(30)

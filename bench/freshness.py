@@ -340,7 +340,9 @@ def run(rate: int, seconds: int, backlog: int, members: tuple[int, ...] = (1, 2)
             result["catchups"] = []
             for run_no, n in enumerate(members):  # a new backlog each run (another seed)
                 result["catchups"].append(
-                    _catch_up(bootstrap, engine, env, tmp, backlog, n, consumers, 13 + run_no)
+                    _catch_up(
+                        bootstrap, engine, env, tmp, backlog, n, consumers, 13 + run_no, project
+                    )
                 )
                 for proc in consumers:
                     _stop(proc)
@@ -363,6 +365,7 @@ def _catch_up(
     members: int,
     consumers: list[subprocess.Popen[bytes]],
     seed: int,
+    project: subprocess.Popen[bytes],
 ) -> dict[str, Any]:
     """Produce ``backlog`` records while no consumer runs, start ``members`` consumers
     (appended to ``consumers`` for the caller to stop) and time them through it."""
@@ -372,6 +375,7 @@ def _catch_up(
     started = time.monotonic()
     consumers.extend(_spawn(["consume"], env, tmp / "consume.log") for _ in range(members))
     consume_cpu0 = sum(_cpu(p) for p in consumers)
+    project_cpu0 = _cpu(project)
     first = _wait(lambda: _head(engine) > head_before, 300, "the first backlog event")
     at_first = _offsets_total(engine)
     done = _wait(lambda: _offsets_total(engine) >= before_offsets + backlog, 900, "the backlog")
@@ -379,11 +383,13 @@ def _catch_up(
         lambda: _serving_position(engine) >= _head(engine), 900, "projections on backlog"
     )
     consume_cpu = sum(_cpu(p) for p in consumers) - consume_cpu0
+    project_cpu = _cpu(project) - project_cpu0  # applying the same backlog meanwhile
     return {
         "members": members,
         "records": backlog,
         "appended": _head(engine) - head_before,
         "consume_cpu_us": round(consume_cpu / max(backlog, 1) * 1e6, 1),
+        "project_cpu_us": round(project_cpu / max(backlog, 1) * 1e6, 1),
         "produce_seconds": round(produced_in, 2),
         "startup_seconds": round(first - started, 2),
         "consume_seconds": round(done - first, 2),
@@ -409,7 +415,7 @@ def render(result: dict[str, Any]) -> str:
     live = result["live"]
     empty = dict.fromkeys(
         ("records", "startup_seconds", "consume_seconds", "consume_eps", "served_seconds"), 0
-    ) | {"served_eps": 0, "members": 1, "consume_cpu_us": 0}
+    ) | {"served_eps": 0, "members": 1, "consume_cpu_us": 0, "project_cpu_us": 0}
     catches = result.get("catchups") or [empty]
     catch = catches[0]
     best = max(catches, key=lambda c: c["consume_eps"])
@@ -461,6 +467,7 @@ def render(result: dict[str, Any]) -> str:
                     "consumer CPU µs/record",
                     "applied by the projections: s",
                     "records/s",
+                    "projector CPU µs/record",
                 ],
                 [
                     [
@@ -471,6 +478,7 @@ def render(result: dict[str, Any]) -> str:
                         f"{c['consume_cpu_us']}",
                         f"{c['served_seconds']}",
                         f"{c['served_eps']:,}",
+                        f"{c.get('project_cpu_us', '-')}",
                     ]
                     for c in catches
                 ],
