@@ -61,6 +61,13 @@ class Projection(ABC):
     # fresh tables remembers which values those columns hold, to skip lookups that cannot
     # find anything (one that is not declared is always looked up: correct, only slower)
     lookups: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # True when the fold is per entity: every row depends only on the events whose change
+    # key is its key (last-writer-wins over one source table). A rebuild may then fold
+    # disjoint key partitions in parallel processes (:mod:`rebuild.partitioned`).
+    per_key: ClassVar[bool] = False
+    # (table, column) when the public table derives from the rows of a per-key table grouped
+    # by ``column``: one public row per group, ``derive(group, rows)`` (pairs from legs)
+    derived_from: ClassVar[tuple[str, str] | None] = None
 
     def config(self) -> dict[str, Any]:
         """The configuration the fold depends on (hashed into the fingerprint)."""
@@ -76,6 +83,15 @@ class Projection(ABC):
             {"revision": self.revision, "config": self.config()}, option=orjson.OPT_SORT_KEYS
         )
         return f"{self.name}.v{self.version}.{hashlib.sha256(blob).hexdigest()[:16]}"
+
+    def per_key_part(self) -> Projection | None:
+        """What a rebuild may fold in key partitions: the projection itself when it is
+        ``per_key``; for one with ``derived_from``, the projection of that table alone."""
+        return self if self.per_key else None
+
+    def derive(self, group: str, rows: list[Row]) -> Row | None:
+        """The public row of ``group`` from its rows of the ``derived_from`` table."""
+        raise NotImplementedError(f"{self.name} derives no table")
 
     def table(self, name: str) -> TableDef:
         for table in self.tables:

@@ -105,6 +105,7 @@ class LedgerEntriesV1(Projection):
     version = 1
     tables = (LEDGER_ENTRIES,)
     sources = frozenset({SOURCE})
+    per_key = True
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         keys = {e.change.key for e in events if e.change.table == SOURCE}

@@ -176,28 +176,7 @@ class PairsV1(Projection):
 
     def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
         legs = state[PAIR_LEGS.name]
-        touched: set[str] = set()
-        for event in events:
-            change = event.change
-            if change.table != SOURCE:
-                continue
-            key = change.key
-            current = legs.get(key)
-            built = merge(event, current, build_leg)
-            if built is not None:  # a row of its own: complete it in place
-                new = built
-                new["first_ts"] = _earlier(new["first_ts"], change.source_ts)
-            else:
-                assert current is not None  # merge always wins over an absent row
-                new = current
-                first = _earlier(new["first_ts"], change.source_ts)
-                if first != new["first_ts"]:
-                    new = {**new, "first_ts": first}  # current is shared with the before state
-            legs[key] = new
-            if current is not None and current["related_id"]:
-                touched.add(current["related_id"])
-            if new["related_id"]:
-                touched.add(new["related_id"])
+        touched = fold_legs(legs, events)
         by_related: dict[str, list[Row]] = {r: [] for r in touched}
         for leg in legs.values():
             if leg is not None and leg["related_id"] in by_related:
@@ -206,3 +185,63 @@ class PairsV1(Projection):
         for related_id, group in by_related.items():
             pairs[related_id] = pair_row(related_id, group)
         return state, 0  # counted once, by ledger_entries
+
+    # A rebuild folds the legs in key partitions (each leg depends only on its own events),
+    # then derives every pair row from the final legs: the fold above recomputes the pair
+    # of every related_id a changed leg leaves or joins, so each stored pair row is
+    # pair_row(related_id, the legs that point at it now), and a related_id that no leg
+    # points at any more has none — the same as deriving them all at the end.
+    derived_from = (PAIR_LEGS.name, "related_id")
+
+    def per_key_part(self) -> Projection:
+        return PairLegsV1()
+
+    def derive(self, group: str, rows: list[Row]) -> Row | None:
+        return pair_row(group, rows)
+
+
+def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set[str]:
+    """Apply every leg change to ``legs`` in place; the related_ids whose pair may change."""
+    touched: set[str] = set()
+    for event in events:
+        change = event.change
+        if change.table != SOURCE:
+            continue
+        key = change.key
+        current = legs.get(key)
+        built = merge(event, current, build_leg)
+        if built is not None:  # a row of its own: complete it in place
+            new = built
+            new["first_ts"] = _earlier(new["first_ts"], change.source_ts)
+        else:
+            assert current is not None  # merge always wins over an absent row
+            new = current
+            first = _earlier(new["first_ts"], change.source_ts)
+            if first != new["first_ts"]:
+                new = {**new, "first_ts": first}  # current is shared with the before state
+        legs[key] = new
+        if current is not None and current["related_id"]:
+            touched.add(current["related_id"])
+        if new["related_id"]:
+            touched.add(new["related_id"])
+    return touched
+
+
+class PairLegsV1(Projection):
+    """The ``pair_legs`` table of :class:`PairsV1` alone, folded per leg (``tx_id``): what a
+    rebuild folds in key partitions before deriving the pair rows (``PairsV1.derive``)."""
+
+    name = PairsV1.name
+    version = PairsV1.version
+    tables = (PAIR_LEGS,)
+    sources = frozenset({SOURCE})
+    per_key = True
+
+    def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
+        keys = {e.change.key for e in events if e.change.table == SOURCE}
+        found = reader.by_key(PAIR_LEGS.name, keys) if keys else {}
+        return {PAIR_LEGS.name: {k: found.get(k) for k in keys}}
+
+    def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
+        fold_legs(state[PAIR_LEGS.name], events)
+        return state, 0

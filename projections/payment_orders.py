@@ -93,10 +93,15 @@ class _PaymentOrders(Projection):
     name = "payment_orders"
     tables = (PAYMENT_ORDERS,)
     sources = frozenset({SOURCE})
+    per_key = True
 
     def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
         self.mapping: dict[str, str] = dict(mapping or {})
         self._build = order_builder(self.mapping)
+
+    def __reduce__(self) -> tuple[type[_PaymentOrders], tuple[dict[str, str]]]:
+        """Pickled as its class and mapping (a rebuild's worker processes get a copy)."""
+        return type(self), (self.mapping,)
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         keys = {e.change.key for e in events if e.change.table == SOURCE}

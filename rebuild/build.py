@@ -23,15 +23,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import Connection, Engine, select
 
 from eventlog.db import is_sqlite, read_tx, write_tx
-from eventlog.errors import CheckFailed, UsageError
+from eventlog.errors import UsageError
 from eventlog.schema import checkpoints
 from eventlog.settings import Settings
 from eventlog.store import LoggedEvent, head_position
 from projections import registry
-from projections.base import Changes, Projection
+from projections.base import Projection
 from projections.checksum import table_checksum
 from projections.runner import TRANSIENT
 from projections.store import (
@@ -58,26 +59,15 @@ from projections.store import (
     tables_exist,
     tables_for,
 )
+from rebuild.batches import RebuildFailed, apply_events
 from rebuild.decoding import parallel_batches
-from rebuild.fresh import Written, apply_fresh, gc_paused, read_events
+from rebuild.fresh import Written, gc_paused, read_events
 from rebuild.locks import projection_lock
+from rebuild.partitioned import KeyMismatch, derive, partitioned_replay
 
 BATCH = 20_000
 AUTO_WORKERS_FROM = 200_000  # positions to replay from which ``workers=None`` uses workers
 Progress = Callable[[int, int], None]  # (position, head)
-
-
-class RebuildFailed(CheckFailed):
-    """The fold or the write failed on one event: nothing was swapped in (exit code 1)."""
-
-    def __init__(self, projection: Projection, position: int, exc: BaseException) -> None:
-        detail = str(exc).strip().splitlines()
-        self.position = position
-        self.error = f"{type(exc).__name__}: {detail[0] if detail else ''}"[:2000]
-        super().__init__(
-            f"rebuild of {projection.name}.v{projection.version} failed at position "
-            f"{position}: {self.error}"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +133,21 @@ def replay(
     position, rows = after, 0
     public = projection.public.name
     written = Written(projection) if fresh else None
+    keyed = projection.per_key_part() if fresh and engine.dialect.name != "sqlite" else None
     if workers is None:
-        workers = auto_workers(engine, head - after)
+        workers = auto_workers(engine, head - after, partitioned=keyed is not None)
+    if keyed is not None and workers > 0:
+        try:
+            rows = partitioned_replay(
+                engine, keyed, head, parts=workers, batch=batch, progress=progress
+            )
+            if keyed is not projection:  # the public table derives from the keyed one
+                rows = derive(engine, projection, parts=workers)
+            return head, rows
+        except KeyMismatch as exc:
+            logger.warning("rebuild {}: {}; replaying in one process", projection.name, exc)
+            _empty(engine, tables)
+            workers = auto_workers(engine, head - after)
     if workers > 0:
         ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
     else:
@@ -152,7 +155,7 @@ def replay(
     with gc_paused():
         for upto, events in ranges:
             if events:
-                changes = _apply(engine, projection, tables, events, written)
+                changes = apply_events(engine, projection, tables, events, written)
                 rows += changes.rows_delta.get(public, 0)
             position = upto
             if progress is not None:
@@ -160,14 +163,25 @@ def replay(
     return position, rows
 
 
-def auto_workers(engine: Engine, positions: int) -> int:
-    """Decoding processes for a replay of ``positions`` events: none for a small one (the
-    spawn start-up would cost more than it saves) or on SQLite; otherwise one per spare
-    CPU, at most two (two keep the main process — the fold and the writes — busy)."""
+def auto_workers(engine: Engine, positions: int, *, partitioned: bool = False) -> int:
+    """Worker processes for a replay of ``positions`` events: none for a small one (the
+    spawn start-up would cost more than it saves) or on SQLite. ``partitioned`` (key
+    partitions, :mod:`rebuild.partitioned`): one per CPU, at most four (the server needs
+    CPU too). Otherwise decoding processes: one per spare CPU, at most two (two keep the
+    main process — the fold and the writes — busy)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if positions < AUTO_WORKERS_FROM or engine.dialect.name == "sqlite" or not cpus:
         return 0
+    if partitioned:
+        return min(cpus, 4)
     return max(0, min(cpus - 1, 2))
+
+
+def _empty(engine: Engine, tables: Tables) -> None:
+    """Delete every row of fresh tables (a partitioned replay that had to stop)."""
+    with write_tx(engine) as conn:
+        for physical in tables.values():
+            conn.execute(physical.delete())
 
 
 def _serial_batches(
@@ -178,30 +192,6 @@ def _serial_batches(
         upto = min(start + batch, head)
         with read_tx(engine) as conn:
             yield upto, read_events(conn, start, upto, tables)
-
-
-def _apply(
-    engine: Engine,
-    projection: Projection,
-    tables: Tables,
-    events: list[LoggedEvent],
-    written: Written | None = None,
-) -> Changes:
-    """One batch in one transaction; a builder error is pinned to its event and raised."""
-    try:
-        with write_tx(engine) as conn:
-            if written is None:
-                return apply_batch(conn, projection, tables, events)
-            changes = apply_fresh(conn, projection, tables, events, written)
-        written.remember(changes)  # committed
-        return changes
-    except TRANSIENT:
-        raise
-    except Exception as exc:
-        if len(events) > 1:  # find the failing event; the tables are scratch, so apply freely
-            for event in events:
-                _apply(engine, projection, tables, [event], written)
-        raise RebuildFailed(projection, events[0].position, exc) from exc
 
 
 def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) -> tuple[int, int]:

@@ -68,8 +68,9 @@ def main_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Processes decoding events in parallel (0: in-process; default: 1 or 2 "
-            "on PostgreSQL when the log holds 200,000 events or more and CPUs allow)."
+            help="Worker processes (0: all in this process). On PostgreSQL, when the log "
+            "holds 200,000 events or more, the default folds key partitions in one "
+            "process per CPU (at most 4); otherwise workers only decode events."
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -141,8 +141,11 @@ def test_auto_workers(
     assert auto_workers(pg, 10_000) == 0  # small: not worth spawning
     assert auto_workers(sqlite, 10**6) == 0
     assert auto_workers(pg, 10**6) == 1
+    assert auto_workers(pg, 10**6, partitioned=True) == 2  # key partitions: one per CPU
+    assert auto_workers(sqlite, 10**6, partitioned=True) == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
     assert auto_workers(pg, 10**6) == 2
+    assert auto_workers(pg, 10**6, partitioned=True) == 4
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
     assert auto_workers(pg, 10**6) == 0
 

@@ -1,0 +1,299 @@
+"""Rebuild a per-entity projection with one process per key partition (PostgreSQL).
+
+A projection whose fold is per entity (:attr:`projections.base.Projection.per_key`: a row
+depends only on the events whose change key is its key) gives the same rows when disjoint
+key partitions are folded independently. A rebuild into fresh tables then starts
+``parts`` worker processes; worker *i* reads the events whose ``entity_key`` hashes to
+*i* (``hashtext``, filtered by the server), decodes, folds and writes them on its own
+connection — batch by batch, each batch its own transaction, exactly as the in-process
+replay does (:func:`rebuild.batches.apply_events` into fresh tables, with its own
+:class:`~rebuild.fresh.Written`). Only progress messages cross between processes, so
+every step of every event (read, decode, fold, COPY) runs on all CPUs at once, and
+nothing is decoded twice or shipped between processes.
+
+``entity_key`` (``<table>:<key>``) is what the decoder made of the change when the event
+was appended. A worker checks it against the one it decodes now and stops at the first
+difference (the decoder changed since): :class:`KeyMismatch`, and the caller empties the
+tables and replays in one process instead.
+
+A projection whose public table derives from a per-key table (``pairs``: one pair row per
+``related_id`` from the final legs, :attr:`~projections.base.Projection.derived_from`)
+folds that table in key partitions (:meth:`~projections.base.Projection.per_key_part`),
+then :func:`derive` computes the public rows from it, again one process per partition of
+the group column, and COPYs them.
+
+A builder error is reported as a single process would report it: at the earliest failing
+position. When a partition fails at position *p*, the others go on until each has failed
+or passed *p*, and the smallest failing position wins.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.queues import Queue
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from eventlog.db import make_engine, read_tx, write_tx
+from eventlog.errors import BoError
+from eventlog.schema import LOG_SCHEMA
+from eventlog.store import LoggedEvent
+from projections.base import Projection
+from projections.source import decode_rows
+from projections.store import NEW, copy_rows, pg_types, tables_for
+from projections.tables import Row, qualified
+from rebuild.batches import RebuildFailed, apply_events
+from rebuild.fresh import Written, gc_paused
+
+Progress = Callable[[int, int], None]  # (position every partition has reached, head)
+
+_READ_SQL = (
+    f"SELECT position, payload, ingested_at, entity_key FROM {LOG_SCHEMA}.events "
+    "WHERE position > %s AND position <= %s AND table_name = ANY(%s) "
+    "AND (hashtext(entity_key) & 2147483647) %% %s = %s ORDER BY position"
+)
+_POLL_SECONDS = 1.0
+_DERIVE_CHUNK = 5000
+
+
+class KeyMismatch(Exception):
+    """A stored ``entity_key`` differs from the key decoded now: partitions are not safe."""
+
+
+class WorkerFailed(BoError):
+    """A partition worker stopped on something other than a builder error (exit code 2)."""
+
+
+def partitioned_replay(
+    engine: Engine,
+    projection: Projection,
+    head: int,
+    *,
+    parts: int,
+    batch: int,
+    progress: Progress | None = None,
+) -> int:
+    """Fold positions ``1..head`` into the projection's fresh (``NEW``) tables in ``parts``
+    processes; the rows added to the public table. Raises :class:`RebuildFailed`,
+    :class:`KeyMismatch` or :class:`WorkerFailed`; the tables are then half-written."""
+    if not projection.per_key:
+        raise ValueError(f"{projection.name} is not folded per entity")
+    context = multiprocessing.get_context("spawn")  # the caller may run threads
+    messages: Queue[tuple[Any, ...]] = context.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+    workers = [
+        context.Process(
+            target=_work,
+            args=(url, projection, part, parts, head, batch, messages),
+            name=f"rebuild-{projection.name}-{part}",
+            daemon=True,
+        )
+        for part in range(parts)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        return _collect(projection, workers, messages, head, progress)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+        messages.close()
+
+
+def _collect(
+    projection: Projection,
+    workers: Sequence[Any],
+    messages: Queue[tuple[Any, ...]],
+    head: int,
+    progress: Progress | None,
+) -> int:
+    parts = len(workers)
+    reached = [0] * parts
+    ended: set[int] = set()
+    failures: dict[int, tuple[int, str]] = {}
+    rows = 0
+    while len(ended) < parts:
+        if failures:
+            first = min(position for position, _ in failures.values())
+            if all(part in ended or reached[part] >= first for part in range(parts)):
+                break
+        try:
+            kind, part, *rest = messages.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            _check_alive(workers, ended)
+            continue
+        if kind == "progress":
+            reached[part] = rest[0]
+            if progress is not None:
+                progress(min(reached), head)
+        elif kind == "done":
+            ended.add(part)
+            reached[part] = head
+            rows += rest[0]
+        elif kind == "failed":
+            ended.add(part)
+            failures[part] = (rest[0], rest[1])
+        elif kind == "mismatch":
+            raise KeyMismatch(rest[0])
+        else:
+            raise WorkerFailed(f"rebuild worker {part} of {projection.name} failed: {rest[0]}")
+    if failures:
+        position, error = min(failures.values())
+        raise RebuildFailed(projection, position, error)
+    return rows
+
+
+def derive(engine: Engine, projection: Projection, *, parts: int) -> int:
+    """Fill the public ``NEW`` table from the ``derived_from`` table, one process per
+    partition of its group column; the rows written."""
+    context = multiprocessing.get_context("spawn")
+    messages: Queue[tuple[Any, ...]] = context.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+    workers = [
+        context.Process(
+            target=_derive_part,
+            args=(url, projection, part, parts, messages),
+            name=f"rebuild-{projection.name}-derive-{part}",
+            daemon=True,
+        )
+        for part in range(parts)
+    ]
+    for worker in workers:
+        worker.start()
+    rows, ended = 0, set[int]()
+    try:
+        while len(ended) < parts:
+            try:
+                kind, part, detail = messages.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                _check_alive(workers, ended)
+                continue
+            if kind != "done":
+                raise WorkerFailed(f"rebuild worker {part} of {projection.name} failed: {detail}")
+            ended.add(part)
+            rows += detail
+        return rows
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+        messages.close()
+
+
+def _derive_part(
+    url: str, projection: Projection, part: int, parts: int, messages: Queue[tuple[Any, ...]]
+) -> None:
+    """In a worker: the public rows of the groups hashing to ``part``, COPYed in one go."""
+    assert projection.derived_from is not None
+    name, column = projection.derived_from
+    tables = tables_for(projection, NEW)
+    source, public = tables[name], tables[projection.public.name]
+    columns = projection.table(name).column_names
+    written = 0
+
+    def rows(conn: Connection) -> Iterator[Row]:  # read on its own connection: the other COPYs
+        nonlocal written
+        driver = conn.connection.driver_connection
+        select = (
+            f"SELECT {', '.join(columns)} FROM {qualified(conn, source.name)} "
+            f"WHERE {column} <> '' AND (hashtext({column}) & 2147483647) % {parts} = {part} "
+            f'ORDER BY {column} COLLATE "C"'
+        )
+        group: str | None = None
+        members: list[Row] = []
+        with driver.cursor(name="bo_derive", binary=True) as cursor:  # type: ignore[union-attr]
+            cursor.execute(select.encode())
+            while chunk := cursor.fetchmany(_DERIVE_CHUNK):
+                for values in chunk:
+                    row = dict(zip(columns, values, strict=True))
+                    if row[column] != group:
+                        if group is not None and (out := projection.derive(group, members)):
+                            written += 1
+                            yield out
+                        group, members = row[column], []
+                    members.append(row)
+        if group is not None and (out := projection.derive(group, members)):
+            written += 1
+            yield out
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        with read_tx(engine) as reading, write_tx(engine) as conn:
+            target = qualified(conn, public.name)
+            copy_rows(conn, target, public.columns.keys(), rows(reading), pg_types(public))
+        messages.put(("done", part, written))
+    except BaseException as exc:  # reported, then this process ends
+        detail = str(exc).strip().splitlines()
+        messages.put(("error", part, f"{type(exc).__name__}: {detail[0] if detail else ''}"))
+    finally:
+        engine.dispose()
+
+
+def _check_alive(workers: Sequence[Any], ended: set[int]) -> None:
+    """A worker that died without its last message (killed, out of memory) fails the rebuild;
+    one that exited cleanly has sent it already (the queue flushes before the process ends)."""
+    for part, worker in enumerate(workers):
+        if part not in ended and worker.exitcode not in (None, 0):
+            raise WorkerFailed(f"rebuild worker {part} exited with code {worker.exitcode}")
+
+
+def _work(
+    url: str,
+    projection: Projection,
+    part: int,
+    parts: int,
+    head: int,
+    batch: int,
+    messages: Queue[tuple[Any, ...]],
+) -> None:
+    """In a worker: fold partition ``part`` batch by batch, reporting after each one."""
+    engine = make_engine(url, pool_size=1)
+    try:
+        tables = tables_for(projection, NEW)
+        written = Written(projection)
+        public = projection.public.name
+        sources = sorted(projection.sources)
+        rows = 0
+        with gc_paused():
+            for start in range(0, head, batch):
+                upto = min(start + batch, head)
+                events = _read(engine, start, upto, sources, part, parts)
+                if events:
+                    changes = apply_events(engine, projection, tables, events, written)
+                    rows += changes.rows_delta.get(public, 0)
+                messages.put(("progress", part, upto))
+        messages.put(("done", part, rows))
+    except KeyMismatch as exc:
+        messages.put(("mismatch", part, str(exc)))
+    except RebuildFailed as exc:
+        messages.put(("failed", part, exc.position, exc.error))
+    except BaseException as exc:  # reported, then this process ends
+        detail = str(exc).strip().splitlines()
+        messages.put(("error", part, f"{type(exc).__name__}: {detail[0] if detail else ''}"))
+    finally:
+        engine.dispose()
+
+
+def _read(
+    engine: Engine, after: int, upto: int, sources: list[str], part: int, parts: int
+) -> list[LoggedEvent]:
+    """The partition's events in ``after < position <= upto``, decoded and key-checked."""
+    with read_tx(engine) as conn:
+        driver = conn.connection.driver_connection
+        with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+            cursor.execute(_READ_SQL, (after, upto, sources, parts, part))
+            stored = cursor.fetchall()
+    events = decode_rows([(position, payload, at) for position, payload, at, _ in stored])
+    for event, (_, _, _, key) in zip(events, stored, strict=True):
+        if event.change.entity_key != key:
+            raise KeyMismatch(
+                f"position {event.position}: stored entity_key {key!r}, "
+                f"decoded {event.change.entity_key!r}"
+            )
+    return events
