@@ -615,11 +615,11 @@ def _stored_change(env: dict[str, Any]) -> Change:
     if type(op) is not str or op not in OPS or type(source) is not dict:
         raise _FALLBACK
     table: Any = source.get("table")
-    spec = TABLES.get(table) if type(table) is str else None
+    plan = _STORED_PLANS.get(table) if type(table) is str else None
     raw_row = env.get("before" if op == "d" else "after")
-    if spec is None or type(raw_row) is not dict:
+    if plan is None or type(raw_row) is not dict:
         raise _FALLBACK
-    decimals, timestamps, integers, texts = _plan(spec)
+    key_column, decimals, timestamps, integers, texts = plan
     get = raw_row.get
     row: Row = {}
     # decode_row's loops and column order; a value not in canonical form goes through its
@@ -636,7 +636,7 @@ def _stored_change(env: dict[str, Any]) -> Change:
             raise _FALLBACK
     for column in timestamps:
         value = get(column)
-        if type(value) is str and _is_canonical_ts(value):
+        if type(value) is str and _is_canonical_ts_cached(value):
             row[column] = value
         elif value is None or value == _UNAVAILABLE:
             row[column] = None
@@ -658,13 +658,15 @@ def _stored_change(env: dict[str, Any]) -> Change:
         value = get(column)
         if type(value) is str and "\x00" not in value and value != _UNAVAILABLE:
             row[column] = value
+        elif type(value) is int:  # decode_text: an integer as its JSON text (not a bool: type())
+            row[column] = str(value)
         elif value is None or value == _UNAVAILABLE:
             row[column] = None
         elif type(value) in _EXACT_TYPES:
             row[column] = decode_text(column, value, _NO_SCHEMA)
         else:
             raise _FALLBACK
-    key = row.get(spec.key)
+    key = row.get(key_column)
     ts = source.get("ts_ms")
     lsn = source.get("lsn")
     tx = source.get("txId")
@@ -687,9 +689,35 @@ def _stored_change(env: dict[str, Any]) -> Change:
     _set_row(change, row)
     _set_source_ts(change, None if ts is None else _epoch(ts, 1000, "source.ts_ms"))
     _set_lsn(change, lsn if type(lsn) is int else _lsn(lsn))
-    _set_source_tx(change, _text_or_none(tx))
-    _set_snapshot(change, _text_or_none(snapshot))
+    _set_source_tx(change, str(tx) if type(tx) is int else _text_or_none(tx))
+    _set_snapshot(change, snapshot if type(snapshot) is str else _text_or_none(snapshot))
     return change
+
+
+# table name → (key column, then its columns by kind in decode_row's order); keyed by the
+# name: hashing a frozen TableSpec per event (a Python-level __hash__) cost a microsecond
+_STORED_PLANS: dict[str, tuple[Any, ...]] = {
+    name: (spec.key, *_plan(spec)) for name, spec in TABLES.items()
+}
+_CANONICAL_SECONDS: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" prefixes known to be valid
+
+
+def _is_canonical_ts_cached(text: str) -> bool:
+    """:func:`_is_canonical_ts` that parses each second once: the log's times are close
+    together, so most share a second already checked; then only the fraction is looked at
+    (six ASCII digits, which is all ``fromisoformat`` accepts there)."""
+    if len(text) != 27 or text[26] != "Z" or text[19] != "." or text[10] != "T":
+        return False
+    second = text[:19]
+    if second in _CANONICAL_SECONDS:
+        fraction = text[20:26]
+        return fraction.isdigit() and fraction.isascii()
+    if not _is_canonical_ts(text):
+        return False
+    if len(_CANONICAL_SECONDS) >= 100_000:
+        _CANONICAL_SECONDS.clear()
+    _CANONICAL_SECONDS.add(second)
+    return True
 
 
 _new = object.__new__

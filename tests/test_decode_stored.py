@@ -187,3 +187,28 @@ def test_redaction_is_idempotent(raw: bytes) -> None:
     assert second.document == load_json(kept)  # the walk found nothing left to redact
     assert second.document == first.document
     assert sorted(second.redacted_paths) == sorted(first.redacted_paths)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-01T00:00:00.038000Z",
+        "2026-01-01T00:00:00.999999Z",
+        "2026-01-01T00:00:00.0380a0Z",  # a letter in the fraction
+        "2026-01-01T00:00:00.03\u0663000Z",  # a non-ASCII digit in the fraction
+        "2026-01-01T00:00:00.038000z",
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "2026-01-01T24:00:00.000000Z",
+        "2026-01-01 00:00:00.000000Z",
+        "2026-01-01T00:00:00.0380000Z",
+    ],
+)
+def test_the_cached_timestamp_check_agrees_with_the_full_one(text: str) -> None:
+    decode._is_canonical_ts_cached("2026-01-01T00:00:00.000000Z")  # the second is cached
+    assert decode._is_canonical_ts_cached(text) is decode._is_canonical_ts(text)
+    assert decode._is_canonical_ts_cached(text) is decode._is_canonical_ts(text)  # cached
+
+
+@given(st.text(min_size=27, max_size=27))
+def test_the_cached_timestamp_check_agrees_on_any_text(text: str) -> None:
+    assert decode._is_canonical_ts_cached(text) is decode._is_canonical_ts(text)
