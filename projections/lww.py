@@ -106,10 +106,17 @@ def fold_entity(
     """Apply every change of source ``table`` to ``rows`` in place; return the key-less count."""
     missing = 0
     for event in events:
-        if event.change.table != table:
+        change = event.change
+        if change.table != table:
             continue
-        missing += lacks_order(event)
-        new = merge(event, rows.get(event.change.key), build)
+        data = change.row
+        version, updated = data.get("version"), data.get("updated_at")
+        missing += version is None and updated is None  # lacks_order
+        current = rows.get(change.key)
+        if current is None:  # merge() with nothing to beat: the change's own row
+            rows[change.key] = build(event, None, version, updated)
+            continue
+        new = merge(event, current, build)
         if new is not None:
-            rows[event.change.key] = new
+            rows[change.key] = new
     return missing

@@ -92,18 +92,22 @@ def build_leg(
     }
 
 
-def _earliest(*values: str | None) -> str | None:
-    present = [v for v in values if v is not None]
-    return min(present) if present else None
-
-
 def _earlier(a: str | None, b: str | None) -> str | None:
-    """``_earliest(a, b)`` for two values (the fold's hot path)."""
+    """The earlier of two times, ignoring a missing one."""
     if a is None:
         return b
     if b is None:
         return a
     return b if b < a else a
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """The later of two times, ignoring a missing one."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if b > a else a
 
 
 def is_candidate(leg: Row) -> bool:
@@ -117,24 +121,31 @@ def is_candidate(leg: Row) -> bool:
 
 
 def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
-    """The pair row from every leg currently pointing at ``related_id`` (``None``: no candidate)."""
-    candidates = sorted((leg for leg in legs if is_candidate(leg)), key=lambda leg: leg["tx_id"])
-    if not candidates:
+    """The pair row from every leg currently pointing at ``related_id`` (``None``: no candidate).
+
+    Independent of the order of ``legs``: a side is filled only when it has exactly one leg.
+    """
+    payments: list[Row] = []
+    receives: list[Row] = []
+    first: str | None = None
+    for leg in legs:
+        if not is_candidate(leg):
+            continue
+        (payments if leg["type"] == "PAYMENT" else receives).append(leg)
+        first = _earlier(first, leg["first_ts"])
+    count = len(payments) + len(receives)
+    if not count:
         return None
-    payments = [leg for leg in candidates if leg["type"] == "PAYMENT"]
-    receives = [leg for leg in candidates if leg["type"] == "RECEIVE"]
-    if len(payments) == 1 and len(receives) == 1:
+    pay = payments[0] if len(payments) == 1 else None
+    rec = receives[0] if len(receives) == 1 else None
+    completed = None
+    if pay is not None and rec is not None:
         status = COMPLETE
+        completed = _later(pay["first_ts"], rec["first_ts"])
     elif len(payments) > 1 or len(receives) > 1:
         status = CONFLICT
     else:
         status = INCOMPLETE
-    pay = payments[0] if len(payments) == 1 else None
-    rec = receives[0] if len(receives) == 1 else None
-    completed = None
-    if status == COMPLETE and pay is not None and rec is not None:
-        times = [t for t in (pay["first_ts"], rec["first_ts"]) if t is not None]
-        completed = max(times) if times else None
     return {
         "payment_order_id": related_id,
         "payment_tx_id": pay["tx_id"] if pay else None,
@@ -142,8 +153,8 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
         "payer_wallet_id": pay["wallet_id"] if pay else None,
         "receiver_wallet_id": rec["wallet_id"] if rec else None,
         "pairing_status": status,
-        "leg_count": len(candidates),
-        "first_seen_at": _earliest(*(leg["first_ts"] for leg in candidates)),
+        "leg_count": count,
+        "first_seen_at": first,
         "completed_at": completed,
     }
 
@@ -209,6 +220,14 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
             continue
         key = change.key
         current = legs.get(key)
+        if current is None:  # merge() with nothing to beat: the change's own leg
+            data = change.row
+            new = build_leg(event, None, data.get("version"), data.get("updated_at"))
+            new["first_ts"] = change.source_ts  # the earliest of none and this one
+            legs[key] = new
+            if new["related_id"]:
+                touched.add(new["related_id"])
+            continue
         built = merge(event, current, build_leg)
         if built is not None:  # a row of its own: complete it in place
             new = built

@@ -65,6 +65,12 @@ def tables_for(projection: Projection, suffix: str = "") -> Tables:
     return {t.name: physical_table(t, projection.version, suffix) for t in projection.tables}
 
 
+def suffix_of(projection: Projection, tables: Tables) -> str:
+    """The suffix ``tables`` were made with (:func:`tables_for`)."""
+    public = projection.public
+    return tables[public.name].name.removeprefix(public.physical(projection.version))
+
+
 def pairs_of(projection: Projection, tables: Tables) -> list[tuple[TableDef, Table]]:
     return [(t, tables[t.name]) for t in projection.tables]
 
@@ -311,13 +317,15 @@ def create_tables(
 ) -> Tables:
     """Create the version's tables (empty) and their secondary indexes.
 
-    ``indexes=False`` (bulk loads) leaves out the public tables' indexes, to be added after
-    the load; internal tables keep theirs, because the fold looks rows up through them.
+    ``indexes=False`` (bulk loads) leaves the secondary indexes out, to be added after the
+    load (:func:`create_indexes`; a fold that looks rows up through an internal table's
+    index needs ``create_indexes(..., public=False)`` before it starts).
     """
     tables = tables_for(projection, suffix)
     for physical in tables.values():
         conn.execute(CreateTable(physical, if_not_exists=True))
-    create_indexes(conn, projection, suffix, public=indexes)
+    if indexes:
+        create_indexes(conn, projection, suffix)
     return tables
 
 

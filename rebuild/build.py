@@ -56,6 +56,7 @@ from projections.store import (
     rename_new,
     serving_version,
     setup_lock,
+    suffix_of,
     tables_exist,
     tables_for,
 )
@@ -138,16 +139,20 @@ def replay(
         workers = auto_workers(engine, head - after, partitioned=keyed is not None)
     if keyed is not None and workers > 0:
         try:
+            suffix = suffix_of(projection, tables)
             rows = partitioned_replay(
-                engine, keyed, head, parts=workers, batch=batch, progress=progress
+                engine, keyed, head, suffix=suffix, parts=workers, batch=batch, progress=progress
             )
             if keyed is not projection:  # the public table derives from the keyed one
-                rows = derive(engine, projection, parts=workers)
+                rows = derive(engine, projection, suffix=suffix, parts=workers)
             return head, rows
         except KeyMismatch as exc:
             logger.warning("rebuild {}: {}; replaying in one process", projection.name, exc)
             _empty(engine, tables)
             workers = auto_workers(engine, head - after)
+    if fresh:  # the fold looks rows up through the internal tables' indexes
+        with write_tx(engine) as conn:
+            create_indexes(conn, projection, suffix_of(projection, tables), public=False)
     if workers > 0:
         ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
     else:

@@ -43,7 +43,7 @@ from eventlog.schema import LOG_SCHEMA
 from eventlog.store import LoggedEvent
 from projections.base import Projection
 from projections.source import decode_rows
-from projections.store import NEW, copy_rows, pg_types, tables_for
+from projections.store import copy_rows, pg_types, tables_for
 from projections.tables import Row, qualified
 from rebuild.batches import RebuildFailed, apply_events
 from rebuild.fresh import Written, gc_paused
@@ -72,12 +72,13 @@ def partitioned_replay(
     projection: Projection,
     head: int,
     *,
+    suffix: str,
     parts: int,
     batch: int,
     progress: Progress | None = None,
 ) -> int:
-    """Fold positions ``1..head`` into the projection's fresh (``NEW``) tables in ``parts``
-    processes; the rows added to the public table. Raises :class:`RebuildFailed`,
+    """Fold positions ``1..head`` into the projection's fresh tables (``suffix``) in
+    ``parts`` processes; the rows added to the public table. Raises :class:`RebuildFailed`,
     :class:`KeyMismatch` or :class:`WorkerFailed`; the tables are then half-written."""
     if not projection.per_key:
         raise ValueError(f"{projection.name} is not folded per entity")
@@ -87,7 +88,7 @@ def partitioned_replay(
     workers = [
         context.Process(
             target=_work,
-            args=(url, projection, part, parts, head, batch, messages),
+            args=(url, projection, suffix, part, parts, head, batch, messages),
             name=f"rebuild-{projection.name}-{part}",
             daemon=True,
         )
@@ -148,8 +149,8 @@ def _collect(
     return rows
 
 
-def derive(engine: Engine, projection: Projection, *, parts: int) -> int:
-    """Fill the public ``NEW`` table from the ``derived_from`` table, one process per
+def derive(engine: Engine, projection: Projection, *, suffix: str, parts: int) -> int:
+    """Fill the public table (``suffix``) from the ``derived_from`` table, one process per
     partition of its group column; the rows written."""
     context = multiprocessing.get_context("spawn")
     messages: Queue[tuple[Any, ...]] = context.Queue()
@@ -157,7 +158,7 @@ def derive(engine: Engine, projection: Projection, *, parts: int) -> int:
     workers = [
         context.Process(
             target=_derive_part,
-            args=(url, projection, part, parts, messages),
+            args=(url, projection, suffix, part, parts, messages),
             name=f"rebuild-{projection.name}-derive-{part}",
             daemon=True,
         )
@@ -187,12 +188,17 @@ def derive(engine: Engine, projection: Projection, *, parts: int) -> int:
 
 
 def _derive_part(
-    url: str, projection: Projection, part: int, parts: int, messages: Queue[tuple[Any, ...]]
+    url: str,
+    projection: Projection,
+    suffix: str,
+    part: int,
+    parts: int,
+    messages: Queue[tuple[Any, ...]],
 ) -> None:
     """In a worker: the public rows of the groups hashing to ``part``, COPYed in one go."""
     assert projection.derived_from is not None
     name, column = projection.derived_from
-    tables = tables_for(projection, NEW)
+    tables = tables_for(projection, suffix)
     source, public = tables[name], tables[projection.public.name]
     columns = projection.table(name).column_names
     written = 0
@@ -246,6 +252,7 @@ def _check_alive(workers: Sequence[Any], ended: set[int]) -> None:
 def _work(
     url: str,
     projection: Projection,
+    suffix: str,
     part: int,
     parts: int,
     head: int,
@@ -255,7 +262,7 @@ def _work(
     """In a worker: fold partition ``part`` batch by batch, reporting after each one."""
     engine = make_engine(url, pool_size=1)
     try:
-        tables = tables_for(projection, NEW)
+        tables = tables_for(projection, suffix)
         written = Written(projection)
         public = projection.public.name
         sources = sorted(projection.sources)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,8 +25,10 @@ from sqlalchemy import Engine, text
 from eventlog.settings import load_settings
 from projections import registry
 from projections.pairs import PairsV1
+from rebuild import build as build_module
 from rebuild.batches import RebuildFailed
 from rebuild.build import build
+from rebuild.compare import verify
 from rebuild.partitioned import WorkerFailed, _collect
 from tests.fixtures_projections import append, event, ledger_row
 from tests.test_rebuild_fast import fill
@@ -143,3 +146,24 @@ def test_a_worker_that_dies_without_a_word_fails_the_rebuild() -> None:
     projection = registry.make("ledger_entries", None, None)
     with pytest.raises(WorkerFailed, match="exited with code -9"):
         _collect(projection, [dead], Silent(), 10, None)  # type: ignore[arg-type]
+
+
+def test_verify_replays_in_partitions_into_its_own_scratch_tables(
+    pg: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("ledger_entries", "payment_orders", "pairs"):
+        build(pg, None, name, workers=0)
+    monkeypatch.setattr(build_module, "AUTO_WORKERS_FROM", 0)  # partitions even for this log
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    for name in ("ledger_entries", "payment_orders", "pairs"):
+        report = verify(pg, None, name)
+        assert report["ok"] is True, report
+        assert report["checksum_replay"] == report["stored_checksum"]
+    with pg.connect() as conn:
+        leftovers = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_tables "
+                "WHERE schemaname = 'bo' AND tablename LIKE '%\\_\\_%'"
+            )
+        ).scalar_one()
+    assert leftovers == 0  # no __new (or scratch) tables written on the side
