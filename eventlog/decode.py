@@ -608,6 +608,20 @@ def decode_stored(raw: bytes) -> Change:
     return decode_bytes(raw)
 
 
+def change_of(parsed: Parsed) -> Change:
+    """:func:`to_change` for a value just parsed (``prepare``): the fast path of
+    :func:`decode_stored` on its envelope — it is redacted and within the limits already —
+    and the reference decoder for anything that path does not take (schema-wrapped
+    documents, exactly re-parsed floats, any error), so the result or the error is
+    always :func:`to_change`'s."""
+    if not parsed.field_schemas and parsed.envelope is parsed.document:
+        try:
+            return _stored_change(parsed.envelope)
+        except DecodeError:
+            pass
+    return to_change(parsed)
+
+
 def _stored_change(env: dict[str, Any]) -> Change:
     """The fast path of :func:`decode_stored`; raises :class:`DecodeError` to fall back."""
     op = env.get("op")

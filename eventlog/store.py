@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from eventlog.db import is_sqlite, write_tx
-from eventlog.decode import Change, decode_bytes, load_json, parse, to_change
+from eventlog.decode import Change, change_of, decode_bytes, load_json, parse
 from eventlog.errors import DecodeError
 from eventlog.identity import GENESIS, chain_hash, dump_json, event_id
 from eventlog.metrics import count_ingest
@@ -168,7 +168,7 @@ def prepare(raw: bytes | None, source: SourceRef = SourceRef()) -> Outcome:
         parsed = parse(raw)
         if parsed is None:
             return Tombstone(source)
-        change = to_change(parsed)
+        change = change_of(parsed)
         payload = dump_json(parsed.document) if parsed.rewritten else raw
         identity = event_id(parsed, change)
     except DecodeError as exc:

@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from bench.common import debezium_events
 from eventlog import decode
-from eventlog.decode import Parsed, decode_bytes, decode_stored, load_json, parse
+from eventlog.decode import (
+    Parsed,
+    change_of,
+    decode_bytes,
+    decode_stored,
+    load_json,
+    parse,
+    to_change,
+)
 from eventlog.errors import DecodeError
 from eventlog.store import Prepared, prepare
 from tests.fixtures_eventlog import DEBEZIUM, envelope, ledger_row, order_row, wrapped
@@ -212,3 +220,53 @@ def test_the_cached_timestamp_check_agrees_with_the_full_one(text: str) -> None:
 @given(st.text(min_size=27, max_size=27))
 def test_the_cached_timestamp_check_agrees_on_any_text(text: str) -> None:
     assert decode._is_canonical_ts_cached(text) is decode._is_canonical_ts(text)
+
+
+Outcome = tuple[str, object]
+
+
+def fast_or_reference(raw: bytes) -> tuple[Outcome, Outcome]:
+    """(``change_of``'s outcome, ``to_change``'s outcome) for one received value."""
+    try:
+        parsed = parse(raw)
+    except DecodeError as exc:
+        return ("error", str(exc)), ("error", str(exc))
+    if parsed is None:
+        return ("tombstone", None), ("tombstone", None)
+    outcomes: list[Outcome] = []
+    for decoder in (change_of, to_change):
+        try:
+            outcomes.append(("change", decoder(parsed)))
+        except DecodeError as exc:
+            outcomes.append(("error", str(exc)))
+    return outcomes[0], outcomes[1]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(documents())
+def test_prepare_fast_path_equals_the_reference(raw: bytes) -> None:
+    fast, reference = fast_or_reference(raw)
+    assert fast == reference
+
+
+def test_prepare_fast_path_on_golden_and_generated_events() -> None:
+    lines = [
+        line
+        for path in sorted(GOLDEN.glob("*/events.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+    lines += list(debezium_events(300, redelivery=0.05, seed=7))
+    for line in lines:
+        fast, reference = fast_or_reference(line)
+        assert fast == reference, line
+
+
+def test_prepare_takes_the_fast_path_for_common_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = [parse(line) for line in debezium_events(200, redelivery=0.0, seed=5)]
+
+    def reference(_parsed: Parsed) -> None:
+        raise AssertionError("fell back to the reference decoder")
+
+    monkeypatch.setattr(decode, "to_change", reference)
+    assert all(decode.change_of(p) is not None for p in parsed if p is not None)
