@@ -311,7 +311,7 @@ def _read(
         with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
             cursor.execute(_READ_SQL, (after, upto, sources, parts, part))
             stored = cursor.fetchall()
-    events = decode_rows([(position, payload, at) for position, payload, at, _ in stored])
+    events = decode_rows(stored)
     for event, (_, _, _, key) in zip(events, stored, strict=True):
         if event.change.entity_key != key:
             raise KeyMismatch(
