@@ -8,7 +8,7 @@ from decimal import Decimal
 from eventlog.decode import format_decimal
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, fold_entity
+from projections.lww import data_columns, fold_entity, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -108,9 +108,7 @@ class LedgerEntriesV1(Projection):
     per_key = True
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
-        keys = {e.change.key for e in events if e.change.table == SOURCE}
-        found = reader.by_key(LEDGER_ENTRIES.name, keys) if keys else {}
-        return {LEDGER_ENTRIES.name: {k: found.get(k) for k in keys}}
+        return prefetch_entities(events, reader, SOURCE, LEDGER_ENTRIES.name)
 
     def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
         missing = fold_entity(state[LEDGER_ENTRIES.name], events, SOURCE, build_entry)

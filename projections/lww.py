@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventlog.store import LoggedEvent
+from projections.base import Reader, State
 from projections.tables import Row
 
 OrderKey = tuple[tuple[bool, Any], tuple[bool, Any], tuple[bool, Any], int]
@@ -95,6 +96,15 @@ def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) 
         "lsn": event.change.lsn,
         "position": event.position,
     }
+
+
+def prefetch_entities(
+    events: Sequence[LoggedEvent], reader: Reader, source: str, table: str
+) -> State:
+    """The stored rows of ``table`` (or ``None``) for every key the changes of ``source`` name."""
+    keys = {e.change.key for e in events if e.change.table == source}
+    found = reader.by_key(table, keys) if keys else {}
+    return {table: {k: found.get(k) for k in keys}}
 
 
 def fold_entity(

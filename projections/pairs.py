@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, merge
+from projections.lww import data_columns, merge, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -257,9 +257,7 @@ class PairLegsV1(Projection):
     per_key = True
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
-        keys = {e.change.key for e in events if e.change.table == SOURCE}
-        found = reader.by_key(PAIR_LEGS.name, keys) if keys else {}
-        return {PAIR_LEGS.name: {k: found.get(k) for k in keys}}
+        return prefetch_entities(events, reader, SOURCE, PAIR_LEGS.name)
 
     def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
         fold_legs(state[PAIR_LEGS.name], events)

@@ -11,7 +11,7 @@ from typing import Any
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import Builder, data_columns, fold_entity
+from projections.lww import Builder, data_columns, fold_entity, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "payment_orders"
@@ -104,9 +104,7 @@ class _PaymentOrders(Projection):
         return type(self), (self.mapping,)
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
-        keys = {e.change.key for e in events if e.change.table == SOURCE}
-        found = reader.by_key(PAYMENT_ORDERS.name, keys) if keys else {}
-        return {PAYMENT_ORDERS.name: {k: found.get(k) for k in keys}}
+        return prefetch_entities(events, reader, SOURCE, PAYMENT_ORDERS.name)
 
     def fold(self, state: State, events: Sequence[LoggedEvent]) -> tuple[State, int]:
         missing = fold_entity(state[PAYMENT_ORDERS.name], events, SOURCE, self._build)

@@ -21,17 +21,18 @@ class RebuildFailed(CheckFailed):
     """The fold or the write failed on one event: nothing was swapped in (exit code 1)."""
 
     def __init__(self, projection: Projection, position: int, exc: BaseException | str) -> None:
-        if isinstance(exc, BaseException):
-            detail = str(exc).strip().splitlines()
-            error = f"{type(exc).__name__}: {detail[0] if detail else ''}"
-        else:
-            error = exc
         self.position = position
-        self.error = error[:2000]
+        self.error = (describe(exc) if isinstance(exc, BaseException) else exc)[:2000]
         super().__init__(
             f"rebuild of {projection.name}.v{projection.version} failed at position "
             f"{position}: {self.error}"
         )
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``."""
+    detail = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {detail[0] if detail else ''}"
 
 
 def apply_events(

@@ -34,6 +34,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -47,7 +48,7 @@ from projections.base import Projection
 from projections.source import decode_rows
 from projections.store import copy_rows, pg_types, tables_for
 from projections.tables import Row, qualified
-from rebuild.batches import RebuildFailed, apply_events
+from rebuild.batches import RebuildFailed, apply_events, describe
 from rebuild.fresh import Written, gc_paused
 
 Progress = Callable[[int, int], None]  # (position every partition has reached, head)
@@ -84,14 +85,25 @@ def partitioned_replay(
     :class:`KeyMismatch` or :class:`WorkerFailed`; the tables are then half-written."""
     if not projection.per_key:
         raise ValueError(f"{projection.name} is not folded per entity")
+    url = engine.url.render_as_string(hide_password=False)
+    args = (url, projection, suffix, parts, head, batch)
+    with _processes(_work, args, parts, f"rebuild-{projection.name}") as (workers, messages):
+        return _collect(projection, workers, messages, head, progress)
+
+
+@contextmanager
+def _processes(
+    target: Callable[..., None], args: tuple[Any, ...], parts: int, name: str
+) -> Iterator[tuple[list[Any], Queue[tuple[Any, ...]]]]:
+    """Start ``target(*args, part, messages, parent pid)`` in ``parts`` processes; yield
+    them and their message queue; terminate whatever still runs on the way out."""
     context = _context()
     messages: Queue[tuple[Any, ...]] = context.Queue()
-    url = engine.url.render_as_string(hide_password=False)
     workers = [
         context.Process(
-            target=_work,
-            args=(url, projection, suffix, part, parts, head, batch, messages, os.getpid()),
-            name=f"rebuild-{projection.name}-{part}",
+            target=target,
+            args=(*args, part, messages, os.getpid()),
+            name=f"{name}-{part}",
             daemon=True,
         )
         for part in range(parts)
@@ -99,7 +111,7 @@ def partitioned_replay(
     for worker in workers:
         worker.start()
     try:
-        return _collect(projection, workers, messages, head, progress)
+        yield workers, messages
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -154,22 +166,11 @@ def _collect(
 def derive(engine: Engine, projection: Projection, *, suffix: str, parts: int) -> int:
     """Fill the public table (``suffix``) from the ``derived_from`` table, one process per
     partition of its group column; the rows written."""
-    context = _context()
-    messages: Queue[tuple[Any, ...]] = context.Queue()
     url = engine.url.render_as_string(hide_password=False)
-    workers = [
-        context.Process(
-            target=_derive_part,
-            args=(url, projection, suffix, part, parts, messages),
-            name=f"rebuild-{projection.name}-derive-{part}",
-            daemon=True,
-        )
-        for part in range(parts)
-    ]
-    for worker in workers:
-        worker.start()
-    rows, ended = 0, set[int]()
-    try:
+    args = (url, projection, suffix, parts)
+    name = f"rebuild-{projection.name}-derive"
+    with _processes(_derive_part, args, parts, name) as (workers, messages):
+        rows, ended = 0, set[int]()
         while len(ended) < parts:
             try:
                 kind, part, detail = messages.get(timeout=_POLL_SECONDS)
@@ -181,21 +182,16 @@ def derive(engine: Engine, projection: Projection, *, suffix: str, parts: int) -
             ended.add(part)
             rows += detail
         return rows
-    finally:
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
-        messages.close()
 
 
 def _derive_part(
     url: str,
     projection: Projection,
     suffix: str,
-    part: int,
     parts: int,
+    part: int,
     messages: Queue[tuple[Any, ...]],
+    _parent: int,
 ) -> None:
     """In a worker: the public rows of the groups hashing to ``part``, COPYed in one go."""
     assert projection.derived_from is not None
@@ -237,8 +233,7 @@ def _derive_part(
             copy_rows(conn, target, public.columns.keys(), rows(reading), pg_types(public))
         messages.put(("done", part, written))
     except BaseException as exc:  # reported, then this process ends
-        detail = str(exc).strip().splitlines()
-        messages.put(("error", part, f"{type(exc).__name__}: {detail[0] if detail else ''}"))
+        messages.put(("error", part, describe(exc)))
     finally:
         engine.dispose()
 
@@ -264,10 +259,10 @@ def _work(
     url: str,
     projection: Projection,
     suffix: str,
-    part: int,
     parts: int,
     head: int,
     batch: int,
+    part: int,
     messages: Queue[tuple[Any, ...]],
     parent: int,
 ) -> None:
@@ -296,8 +291,7 @@ def _work(
     except RebuildFailed as exc:
         messages.put(("failed", part, exc.position, exc.error))
     except BaseException as exc:  # reported, then this process ends
-        detail = str(exc).strip().splitlines()
-        messages.put(("error", part, f"{type(exc).__name__}: {detail[0] if detail else ''}"))
+        messages.put(("error", part, describe(exc)))
     finally:
         engine.dispose()
 

@@ -131,3 +131,16 @@ def sample_stream(count: int = 40) -> list[bytes]:
             lines.append(b"{not json")
     lines.append(event(op="d", before={"tx_id": "T0a"}, after=None, lsn=99_999))
     return lines
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def golden_lines() -> list[bytes]:
+    """Every event line of every golden scenario (tests/golden/*/events.jsonl)."""
+    return [
+        line
+        for path in sorted(GOLDEN.glob("*/events.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]

@@ -30,7 +30,7 @@ from eventlog.decode import (
 )
 from eventlog.errors import DecodeError
 from eventlog.store import Prepared, prepare
-from tests.fixtures_eventlog import DEBEZIUM, envelope, ledger_row, order_row, wrapped
+from tests.fixtures_eventlog import DEBEZIUM, envelope, golden_lines, ledger_row, order_row, wrapped
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -53,12 +53,7 @@ def stored(raw: bytes) -> bytes | None:
 
 
 def test_every_golden_event_and_fixture_decodes_the_same() -> None:
-    lines = [
-        line
-        for path in sorted(GOLDEN.glob("*/events.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line.strip()
-    ]
+    lines = golden_lines()
     lines += [path.read_bytes() for path in sorted(DEBEZIUM.glob("*.json"))]
     assert len(lines) > 50
     for line in lines:
@@ -250,12 +245,7 @@ def test_prepare_fast_path_equals_the_reference(raw: bytes) -> None:
 
 
 def test_prepare_fast_path_on_golden_and_generated_events() -> None:
-    lines = [
-        line
-        for path in sorted(GOLDEN.glob("*/events.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line.strip()
-    ]
+    lines = golden_lines()
     lines += list(debezium_events(300, redelivery=0.05, seed=7))
     for line in lines:
         fast, reference = fast_or_reference(line)

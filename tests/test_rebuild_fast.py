@@ -30,6 +30,7 @@ from projections.status import status
 from projections.store import tables_for
 from rebuild.build import EarlyChecksum, auto_workers, build
 from rebuild.decoding import pack, unpack
+from tests.fixtures_eventlog import golden_lines
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -61,12 +62,7 @@ def test_the_fast_constructors_set_every_field() -> None:
 
 
 def test_packed_events_are_the_decoded_events() -> None:
-    lines = [
-        line
-        for path in sorted(GOLDEN.glob("*/events.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line.strip()
-    ]
+    lines = golden_lines()
     rows = stored_rows(lines)
     assert len(rows) > 50
     blob = pack(rows)

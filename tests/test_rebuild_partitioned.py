@@ -30,6 +30,7 @@ from rebuild.batches import RebuildFailed
 from rebuild.build import build
 from rebuild.compare import verify
 from rebuild.partitioned import WorkerFailed, _collect
+from tests.fixtures_eventlog import golden_lines
 from tests.fixtures_projections import append, event, ledger_row
 from tests.test_rebuild_fast import fill
 
@@ -41,12 +42,7 @@ L = "ledger_entries"
 def pg(pg_url: str, engine_factory: Any) -> Engine:
     engine: Engine = engine_factory(pg_url)
     fill(engine, 40)
-    golden = [
-        line
-        for path in sorted(GOLDEN.glob("*/events.jsonl"))
-        for line in path.read_bytes().splitlines()
-        if line.strip()
-    ]
+    golden = golden_lines()
     append(engine, golden)
     return engine
 
