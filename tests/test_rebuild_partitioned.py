@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +30,7 @@ from rebuild import build as build_module
 from rebuild.batches import RebuildFailed
 from rebuild.build import build
 from rebuild.compare import verify
-from rebuild.partitioned import WorkerFailed, _collect
+from rebuild.partitioned import WorkerFailed, _collect, _context
 from tests.fixtures_eventlog import golden_lines
 from tests.fixtures_projections import append, event, ledger_row
 from tests.test_rebuild_fast import fill
@@ -163,3 +164,24 @@ def test_verify_replays_in_partitions_into_its_own_scratch_tables(
             )
         ).scalar_one()
     assert leftovers == 0  # no __new (or scratch) tables written on the side
+
+
+def test_with_another_thread_running_the_workers_are_spawned_and_agree(
+    pg: Engine, tmp_path: Path
+) -> None:
+    # a progress bar's refresh thread on a terminal: no fork; the projection (and its
+    # status map) travels to the spawned workers by pickle
+    status_map = tmp_path / "status_map.json"
+    status_map.write_text('{"SUCCESS": ["SETTLED"]}')
+    settings = load_settings(status_map=str(status_map))
+    serial = build(pg, settings, "payment_orders", 2, workers=0)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert _context().get_start_method() == "spawn"
+        spawned = build(pg, settings, "payment_orders", 2, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert (spawned.checksum, spawned.rows) == (serial.checksum, serial.rows)
