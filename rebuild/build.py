@@ -5,7 +5,9 @@ Protocol of ``build`` (under the projection's rebuild lock):
 1. create empty ``<table>_v<N>__new`` tables (key only: loading is faster without
    secondary indexes) and a ``building`` checkpoint if the version has none;
 2. replay the log in large batches, each its own transaction (the live runner and the
-   API carry on against the serving version meanwhile);
+   API carry on against the serving version meanwhile) — on PostgreSQL, for a large log,
+   in key partitions by parallel processes (:mod:`rebuild.partitioned`); a replay in this
+   process first adds the internal tables' indexes its lookups read;
 3. create the secondary indexes, then catch up the tail that arrived meanwhile;
 4. in ONE transaction: lock the projection's checkpoint rows, apply the last events,
    compute the checksum, drop the view, drop the old tables of version N, rename the
