@@ -336,13 +336,7 @@ class AsyncLookups:
             None if order["order_id"] is None else order,
             None if pair["payment_order_id"] is None else pair,
         )
-        detail.update(
-            data_lag_sec=fresh.data_lag_sec,
-            synced_through=fresh.synced_through,
-            log_position=fresh.log_position,
-            as_of=None,
-        )
-        return detail
+        return queries.with_freshness(detail, fresh)
 
     async def _read(self, tx_id: str) -> tuple[Any, datetime, float | None]:
         async with self.pool.connection() as conn:

@@ -168,6 +168,17 @@ class Freshness:
     consumer_lag_sec: float | None
 
 
+def with_freshness(detail: Row, fresh: Freshness, *, as_of: str | None = None) -> Row:
+    """A lookup's answer with its freshness fields (``as_of``: a point-in-time read)."""
+    detail.update(
+        data_lag_sec=fresh.data_lag_sec,
+        synced_through=fresh.synced_through,
+        log_position=fresh.log_position,
+        as_of=as_of,
+    )
+    return detail
+
+
 LIVE_CONSUMER_SECONDS = 15.0
 
 

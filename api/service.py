@@ -107,7 +107,7 @@ class Service:
             )
         if found.tx is None:
             raise self._not_found(f"tx {tx_id}", fresh)
-        return _with(lookups.tx_detail(found.tx, found.order, found.pair), fresh)
+        return queries.with_freshness(lookups.tx_detail(found.tx, found.order, found.pair), fresh)
 
     def order(self, order_id: str, as_of: AsOf) -> Row:
         with self.snapshot() as conn:
@@ -119,7 +119,9 @@ class Service:
             if order_row is None and not legs:
                 raise self._not_found(f"payment order {order_id}", fresh)
             pair = queries.pair_row(conn, order_id)
-            return _with(lookups.order_detail(order_id, order_row, legs, pair), fresh)
+            return queries.with_freshness(
+                lookups.order_detail(order_id, order_row, legs, pair), fresh
+            )
 
     def wallet(self, q: queries.WalletQuery, cursor: str | None) -> Row:
         if cursor is not None:
@@ -178,7 +180,7 @@ class Service:
             group = history.group_state(conn, self.settings, related, cut, versions)
             order_row = group.order(related)
             pair = group.pair(related)
-        return _with(lookups.tx_detail(tx, order_row, pair), fresh, as_of=when)
+        return queries.with_freshness(lookups.tx_detail(tx, order_row, pair), fresh, as_of=when)
 
     def _order_as_of(self, conn: Connection, order_id: str, as_of: AsOf) -> Row:
         cut, when = self._cutoff(conn, as_of)
@@ -190,7 +192,7 @@ class Service:
         if order_row is None and not legs:
             raise self._not_found(f"payment order {order_id} as of position {cut.position}", fresh)
         detail = lookups.order_detail(order_id, order_row, legs, group.pair(order_id))
-        return _with(detail, fresh, as_of=when)
+        return queries.with_freshness(detail, fresh, as_of=when)
 
     # ------------------------------------------------------------ status and audit
 
@@ -246,16 +248,6 @@ class Service:
         except UsageError as exc:
             raise ProblemError(422, "cursor: not a cursor this API issued") from exc
         return {"items": items, "next_cursor": token}
-
-
-def _with(detail: Row, fresh: queries.Freshness, *, as_of: str | None = None) -> Row:
-    detail.update(
-        data_lag_sec=fresh.data_lag_sec,
-        synced_through=fresh.synced_through,
-        log_position=fresh.log_position,
-        as_of=as_of,
-    )
-    return detail
 
 
 def _wallet_cursor(cursor: str) -> tuple[str | None, str]:
