@@ -127,6 +127,9 @@ def _collect(
     head: int,
     progress: Progress | None,
 ) -> int:
+    """Wait for every worker's last message ("done" with its rows, "failed" at a position,
+    "mismatch", "error"); the rows they added. Progress messages report the position a
+    worker has passed (the derive step sends none)."""
     parts = len(workers)
     reached = [0] * parts
     ended: set[int] = set()
@@ -170,18 +173,7 @@ def derive(engine: Engine, projection: Projection, *, suffix: str, parts: int) -
     args = (url, projection, suffix, parts)
     name = f"rebuild-{projection.name}-derive"
     with _processes(_derive_part, args, parts, name) as (workers, messages):
-        rows, ended = 0, set[int]()
-        while len(ended) < parts:
-            try:
-                kind, part, detail = messages.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                _check_alive(workers, ended)
-                continue
-            if kind != "done":
-                raise WorkerFailed(f"rebuild worker {part} of {projection.name} failed: {detail}")
-            ended.add(part)
-            rows += detail
-        return rows
+        return _collect(projection, workers, messages, 0, None)
 
 
 def _derive_part(

@@ -185,3 +185,14 @@ def test_with_another_thread_running_the_workers_are_spawned_and_agree(
         stop.set()
         other.join()
     assert (spawned.checksum, spawned.rows) == (serial.checksum, serial.rows)
+
+
+def test_a_worker_error_fails_the_rebuild_with_its_message() -> None:
+    class Reporting:
+        def get(self, timeout: float) -> Any:
+            return ("error", 1, "OperationalError: server closed the connection")
+
+    alive = SimpleNamespace(exitcode=None)
+    projection = registry.make("pairs", None, None)
+    with pytest.raises(WorkerFailed, match="worker 1 of pairs failed: OperationalError"):
+        _collect(projection, [alive, alive], Reporting(), 0, None)  # type: ignore[arg-type]
