@@ -173,3 +173,23 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def pair_world(env: ApiEnv) -> None:
+    """An order with both legs, a leg of an unknown order, a non-candidate, a leg without
+    related_id (the lookups' shared world)."""
+    env.ingest(
+        change("payment_orders", order("O1", payer="WP", receiver="WR", status="SETTLED")),
+        change("ledger_entries", ledger("T1", wallet="WP", type="PAYMENT", related_id="O1")),
+        change("ledger_entries", ledger("T2", wallet="WR", type="RECEIVE", related_id="O1"), ts=1),
+        # a leg whose order is unknown, no related_type → UNKNOWN
+        change("ledger_entries", ledger("T3", wallet="WX", type="PAYMENT", related_id="O9"), ts=2),
+        # a non-candidate: explicit other related_type
+        change(
+            "ledger_entries",
+            ledger("T4", wallet="WP", type="FEE", related_id="R1", related_type="REFUND"),
+            ts=3,
+        ),
+        # no related_id at all
+        change("ledger_entries", ledger("T5", wallet="WP", type="PAYMENT"), ts=4),
+    )

@@ -24,7 +24,16 @@ from api.audit import verify_audit
 from api.fastpath import TxFastPath
 from eventlog.schema import audit_log, consumer_heartbeats
 from eventlog.timeutil import format_ts
-from tests.fixtures_api import ApiEnv, change, client, ledger, live_server, make_env, order
+from tests.fixtures_api import (
+    ApiEnv,
+    change,
+    client,
+    ledger,
+    live_server,
+    make_env,
+    order,
+    pair_world,
+)
 
 READ = "ADMIN_READ"
 NOW = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
@@ -37,17 +46,8 @@ def pg_env(pg_url: str, engine_factory: Any, tmp_path: Path) -> ApiEnv:
 
 
 def _world(env: ApiEnv) -> None:
+    pair_world(env)
     env.ingest(
-        change("payment_orders", order("O1", payer="WP", receiver="WR", status="SETTLED")),
-        change("ledger_entries", ledger("T1", wallet="WP", type="PAYMENT", related_id="O1")),
-        change("ledger_entries", ledger("T2", wallet="WR", type="RECEIVE", related_id="O1"), ts=1),
-        change("ledger_entries", ledger("T3", wallet="WX", type="PAYMENT", related_id="O9"), ts=2),
-        change(
-            "ledger_entries",
-            ledger("T4", wallet="WP", type="FEE", related_id="R1", related_type="REFUND"),
-            ts=3,
-        ),
-        change("ledger_entries", ledger("T5", wallet="WP", type="PAYMENT"), ts=4),
         change("payment_orders", order("O2", payer=None, receiver=None), ts=5),
         change("ledger_entries", ledger("T6", type="PAYMENT", related_id="O2"), ts=6),
         change("ledger_entries", ledger("T6", type="PAYMENT", related_id="O2"), op="d", ts=7),

@@ -15,32 +15,15 @@ from tests.fixtures_api import (  # noqa: F401
     env_fixture,
     ledger,
     order,
+    pair_world,
     sqlite_env_fixture,
 )
 
 READ = "ADMIN_READ"
 
 
-def _pair_world(env: ApiEnv) -> None:
-    env.ingest(
-        change("payment_orders", order("O1", payer="WP", receiver="WR", status="SETTLED")),
-        change("ledger_entries", ledger("T1", wallet="WP", type="PAYMENT", related_id="O1")),
-        change("ledger_entries", ledger("T2", wallet="WR", type="RECEIVE", related_id="O1"), ts=1),
-        # a leg whose order is unknown, no related_type → UNKNOWN
-        change("ledger_entries", ledger("T3", wallet="WX", type="PAYMENT", related_id="O9"), ts=2),
-        # a non-candidate: explicit other related_type
-        change(
-            "ledger_entries",
-            ledger("T4", wallet="WP", type="FEE", related_id="R1", related_type="REFUND"),
-            ts=3,
-        ),
-        # no related_id at all
-        change("ledger_entries", ledger("T5", wallet="WP", type="PAYMENT"), ts=4),
-    )
-
-
 def test_tx_with_complete_pair_has_every_field(env: ApiEnv) -> None:
-    _pair_world(env)
+    pair_world(env)
     with client(env.app()) as c:
         r = c.get("/admin/tx/T1", headers=env.headers(READ))
     assert r.status_code == 200, r.text
@@ -84,7 +67,7 @@ def test_tx_with_complete_pair_has_every_field(env: ApiEnv) -> None:
 
 
 def test_related_type_and_pairing_fallbacks(env: ApiEnv) -> None:
-    _pair_world(env)
+    pair_world(env)
     with client(env.app()) as c:
         t3 = c.get("/admin/tx/T3", headers=env.headers(READ)).json()
         t4 = c.get("/admin/tx/T4", headers=env.headers(READ)).json()
@@ -141,7 +124,7 @@ def test_conflict_and_deleted_leg(sqlite_env: ApiEnv) -> None:
 
 
 def test_payment_order_lookup(env: ApiEnv) -> None:
-    _pair_world(env)
+    pair_world(env)
     env.ingest(
         change(
             "ledger_entries",
@@ -187,7 +170,7 @@ def test_payment_order_lookup(env: ApiEnv) -> None:
 
 
 def test_not_found_is_a_problem_with_lag(env: ApiEnv) -> None:
-    _pair_world(env)
+    pair_world(env)
     with client(env.app()) as c:
         r = c.get("/admin/tx/NOPE", headers=env.headers(READ))
     assert r.status_code == 404
