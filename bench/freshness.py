@@ -185,12 +185,14 @@ def _watch_view(engine: Engine, live: Live, stop: threading.Event) -> None:
 def _probe_api(base: str, token: str, live: Live, stop: threading.Event) -> None:
     """Five times a second: the newest produced tx, polled until the API returns it."""
     headers = {"Authorization": f"Bearer {token}"}
+    probed: tuple[str, float] | None = None
     with httpx.Client(base_url=base, headers=headers, timeout=5) as http:
         while not stop.is_set():
             target = live.last
-            if target is None:
-                stop.wait(0.01)
+            if target is None or target == probed:  # one sample per event: once the
+                stop.wait(0.01)  # producer stops, the newest stays the same
                 continue
+            probed = target
             tx_id, produced_at = target
             deadline = time.time() + 30
             while not stop.is_set() and time.time() < deadline:
