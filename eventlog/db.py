@@ -29,6 +29,14 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True, **kwargs
     for a loop that retries a failed transaction anyway (``bo consume``, the projection
     runner), where a connection broken by a server restart fails its first statement,
     the pool is invalidated and the retry connects afresh.
+
+    PostgreSQL sessions plan every statement with its actual parameters
+    (``plan_cache_mode=force_custom_plan``). psycopg prepares a statement run five times on
+    a connection, and the server may then keep a generic plan made while a table was
+    small — a projection table just created, say — until the table is next analyzed: the
+    runner's ``key = ANY(<thousands of keys>)`` lookups then scanned the whole table,
+    comparing every row against every key (seconds per batch during a catch-up, until
+    autovacuum's first ANALYZE). Planning a statement costs tens of microseconds.
     """
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
@@ -37,7 +45,7 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True, **kwargs
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, "options": "-c plan_cache_mode=force_custom_plan"},
         **kwargs,
     )
 
