@@ -66,7 +66,7 @@ class Projection(ABC):
     # disjoint key partitions in parallel processes (:mod:`rebuild.partitioned`).
     per_key: ClassVar[bool] = False
     # (table, column) when the public table derives from the rows of a per-key table grouped
-    # by ``column``: one public row per group, ``derive(group, rows)`` (pairs from legs)
+    # by ``column``: at most one public row per group, ``derive_select`` (pairs from legs)
     derived_from: ClassVar[tuple[str, str] | None] = None
 
     def config(self) -> dict[str, Any]:
@@ -89,8 +89,11 @@ class Projection(ABC):
         ``per_key``; for one with ``derived_from``, the projection of that table alone."""
         return self if self.per_key else None
 
-    def derive(self, group: str, rows: list[Row]) -> Row | None:
-        """The public row of ``group`` from its rows of the ``derived_from`` table."""
+    def derive_select(self, source: str, where: str) -> str:
+        """PostgreSQL: a ``SELECT`` of the public table's columns, in table order, giving the
+        public row of every group of the ``derived_from`` table ``source`` (a qualified
+        name) among its rows matching the SQL condition ``where`` — what the fold leaves in
+        the public table once those rows are final."""
         raise NotImplementedError(f"{self.name} derives no table")
 
     def table(self, name: str) -> TableDef:

@@ -207,8 +207,49 @@ class PairsV1(Projection):
     def per_key_part(self) -> Projection:
         return PairLegsV1()
 
-    def derive(self, group: str, rows: list[Row]) -> Row | None:
-        return pair_row(group, rows)
+    def derive_select(self, source: str, where: str) -> str:
+        return _DERIVE_SELECT.format(source=source, where=where)
+
+
+# pair_row over every related_id at once, run by the server (a rebuild's derive step; the
+# equality with pair_row is property-tested). Line by line: the WHERE is is_candidate and
+# the fold's "a leg with a related_id" (an empty one is never touched, so has no pair);
+# a side is filled only when it has exactly one leg, whose values min() then returns
+# as they are, NULL included; first_seen_at is _earlier over the legs (min() skips NULL);
+# completed_at is _later of the two sides (GREATEST skips NULL). Text is compared in
+# code-point order (COLLATE "C"), as Python compares str.
+_DERIVE_SELECT = """
+SELECT related_id,
+       CASE WHEN payments = 1 THEN pay_tx END,
+       CASE WHEN receives = 1 THEN rec_tx END,
+       CASE WHEN payments = 1 THEN pay_wallet END,
+       CASE WHEN receives = 1 THEN rec_wallet END,
+       CASE WHEN payments = 1 AND receives = 1 THEN 'COMPLETE'
+            WHEN payments > 1 OR receives > 1 THEN 'CONFLICT'
+            ELSE 'INCOMPLETE' END,
+       payments + receives,
+       first_seen,
+       CASE WHEN payments = 1 AND receives = 1 THEN GREATEST(pay_first, rec_first) END
+FROM (
+    SELECT related_id,
+           count(*) FILTER (WHERE type = 'PAYMENT') AS payments,
+           count(*) FILTER (WHERE type = 'RECEIVE') AS receives,
+           min(tx_id COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_tx,
+           min(tx_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_tx,
+           min(wallet_id COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_wallet,
+           min(wallet_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_wallet,
+           min(first_ts COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_first,
+           min(first_ts COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_first,
+           min(first_ts COLLATE "C") AS first_seen
+    FROM {source}
+    WHERE deleted IS NOT TRUE
+      AND related_id <> ''
+      AND (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
+      AND type IN ('PAYMENT', 'RECEIVE')
+      AND ({where})
+    GROUP BY related_id
+) AS grouped
+"""
 
 
 def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set[str]:
@@ -248,7 +289,8 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
 
 class PairLegsV1(Projection):
     """The ``pair_legs`` table of :class:`PairsV1` alone, folded per leg (``tx_id``): what a
-    rebuild folds in key partitions before deriving the pair rows (``PairsV1.derive``)."""
+    rebuild folds in key partitions before deriving the pair rows
+    (``PairsV1.derive_select``)."""
 
     name = PairsV1.name
     version = PairsV1.version
