@@ -129,7 +129,7 @@ def _collect(
 ) -> int:
     """Wait for every worker's last message ("done" with its rows, "failed" at a position,
     "mismatch", "error"); the rows they added. Progress messages report the position a
-    worker has passed (the derive step sends none)."""
+    worker has passed."""
     parts = len(workers)
     reached = [0] * parts
     ended: set[int] = set()
