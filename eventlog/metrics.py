@@ -7,7 +7,32 @@ by the API's collector, so every replica reports the same numbers.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class BatchHistogram(Histogram):
+    """A histogram that also takes a batch of observations at once.
+
+    :meth:`observe_many` is ``observe`` for each amount — the same buckets (the first
+    upper bound ``>=`` the amount), count and sum — with one increment per bucket touched
+    instead of a lock and a bucket search per amount: the projections runner observes
+    every event it applies (tested against ``observe``, tests/test_metrics_batch.py).
+    """
+
+    def observe_many(self, amounts: Iterable[float]) -> None:
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        values = list(amounts)
+        if not values:
+            return
+        bounds = self._upper_bounds
+        for index, count in Tally(bisect_left(bounds, v) for v in values).items():
+            self._buckets[index].inc(count)
+        self._sum.inc(sum(values))
+
 
 HTTP_DURATION = Histogram(
     "bo_http_request_duration_seconds",
@@ -21,7 +46,7 @@ INGEST_EVENTS = Counter(
 CONSUMER_LAG = Gauge(
     "bo_consumer_lag_records", "Records behind the high watermark.", ["topic", "partition"]
 )
-FRESHNESS = Histogram(
+FRESHNESS = BatchHistogram(
     "bo_freshness_seconds",
     "OLTP commit (source.ts_ms) to applied in the serving projections.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),

@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Connection, Table, select
 
 from eventlog.db import is_sqlite
+from eventlog.gcpause import gc_paused
 from projections.tables import Row, TableDef
 
 EXCLUDED = frozenset({"position"})
@@ -83,11 +84,12 @@ def sorted_rows(conn: Connection, table: TableDef, physical: Table) -> Iterator[
 def table_checksum(conn: Connection, tables: Iterable[tuple[TableDef, Table]]) -> str:
     """Checksum of a projection's stored tables (the same bytes as :class:`Checksum`)."""
     digest = hashlib.sha256()
-    for table, physical in tables:
-        digest.update(f"#{table.name}\n".encode())
-        columns = checksum_columns(table)
-        for chunk in _chunks(conn, table, physical, columns):
-            digest.update(b"".join([_dump(columns, row) + b"\n" for row in chunk]))
+    with gc_paused():  # a row and its dict per row, all freed by reference counting
+        for table, physical in tables:
+            digest.update(f"#{table.name}\n".encode())
+            columns = checksum_columns(table)
+            for chunk in _chunks(conn, table, physical, columns):
+                digest.update(b"".join([_dump(columns, row) + b"\n" for row in chunk]))
     return digest.hexdigest()
 
 

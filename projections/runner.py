@@ -34,7 +34,7 @@ from eventlog.db import is_sqlite, read_tx, write_connection, write_tx
 from eventlog.metrics import FRESHNESS, VERSION_MISSING
 from eventlog.settings import Settings
 from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position
-from eventlog.timeutil import parse_ts, utcnow
+from eventlog.timeutil import epoch_seconds
 from projections import registry
 from projections.base import Changes, Projection
 from projections.checksum import table_checksum
@@ -371,12 +371,13 @@ def _observe(projection: Projection, events: Sequence[LoggedEvent], changes: Cha
         return
     if changes.version_missing:
         VERSION_MISSING.inc(changes.version_missing)
-    now = utcnow()
-    for event in events:
-        change = event.change
-        # snapshot (op r / backfill) events carry old commit times: not a freshness sample
-        if change.table == source and change.source_ts is not None and change.op != "r":
-            FRESHNESS.observe(max(0.0, (now - parse_ts(change.source_ts)).total_seconds()))
+    now = time.time()
+    # snapshot (op r / backfill) events carry old commit times: not a freshness sample
+    FRESHNESS.observe_many(
+        max(0.0, now - epoch_seconds(change.source_ts))
+        for change in [event.change for event in events]
+        if change.table == source and change.source_ts is not None and change.op != "r"
+    )
 
 
 class _Listener:

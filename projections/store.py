@@ -15,6 +15,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
+    TypeDecorator,
     any_,
     bindparam,
     delete,
@@ -118,11 +120,29 @@ def _delete_member(physical: Table, sqlite_: bool) -> Any:
 
 
 def _member_of(column: Any, sqlite_: bool) -> Any:
-    """``column IN (:values)``; on PostgreSQL ``= ANY(:values)``, one array parameter however
-    many values."""
+    """``column IN (:values)``; on PostgreSQL ``= ANY(…)`` of one parameter however many
+    values: a JSON array of the texts, unpacked by the server. (psycopg adapts a Python
+    list to an array parameter in Python, element by element: ~1 µs a value, the largest
+    client cost of a runner's key lookups; orjson writes the JSON in C. The server reads
+    it as fast, and the planner still sees ``= ANY(array)`` — an index scan.)"""
     if sqlite_:
         return column.in_(bindparam("values", expanding=True))
-    return column == any_(bindparam("values", type_=postgresql.ARRAY(Text)))
+    return column == any_(_JSON_TEXTS)
+
+
+class _JsonTexts(TypeDecorator[Collection[str]]):
+    """A bound list of texts sent as one JSON array."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Collection[str] | None, dialect: Any) -> str | None:
+        return None if value is None else orjson.dumps(list(value)).decode()
+
+
+_JSON_TEXTS = text("(ARRAY(SELECT json_array_elements_text(CAST(:values AS json))))").bindparams(
+    bindparam("values", type_=_JsonTexts())
+)
 
 
 @lru_cache(maxsize=512)

@@ -58,6 +58,17 @@ class TableDef:
         return f"{self.name}_v{version}{suffix}"
 
 
+# Text columns of projection tables compare byte-wise on PostgreSQL (``COLLATE "C"``), as
+# SQLite's default BINARY collation does: keys and ids are opaque, times are canonical
+# ISO-8601 text, so code-point order is the meaningful one — the checksum's order, and the
+# same on both backends whatever the database's locale. It is also the cheapest: every
+# key insert, index build and sort compares with memcmp instead of the locale's strcoll.
+_PHYSICAL_TYPES: dict[Kind, Any] = {
+    **_TYPES,
+    "text": Text(collation="C").with_variant(Text(), "sqlite"),
+}
+
+
 def physical_table(table: TableDef, version: int, suffix: str = "") -> Table:
     """The SQLAlchemy table for one version (``suffix`` ``__new`` while a rebuild runs)."""
     return _physical(table, version, suffix)
@@ -66,7 +77,9 @@ def physical_table(table: TableDef, version: int, suffix: str = "") -> Table:
 @lru_cache(maxsize=256)
 def _physical(table: TableDef, version: int, suffix: str) -> Table:
     name = table.physical(version, suffix)
-    columns = [Column(col, _TYPES[kind], nullable=col != table.key) for col, kind in table.columns]
+    columns = [
+        Column(col, _PHYSICAL_TYPES[kind], nullable=col != table.key) for col, kind in table.columns
+    ]
     physical = Table(
         name,
         MetaData(),

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 
 from eventlog.db import is_sqlite, read_tx, write_tx
 from eventlog.errors import UsageError
+from eventlog.gcpause import gc_paused
 from eventlog.schema import checkpoints
 from eventlog.settings import Settings
 from eventlog.store import LoggedEvent, head_position
@@ -64,7 +65,7 @@ from projections.store import (
 )
 from rebuild.batches import RebuildFailed, apply_events
 from rebuild.decoding import parallel_batches
-from rebuild.fresh import Written, gc_paused, read_events
+from rebuild.fresh import Written, read_events
 from rebuild.locks import projection_lock
 from rebuild.partitioned import KeyMismatch, derive, partitioned_replay
 

@@ -24,9 +24,7 @@ as bytes, no hex decoding), then :func:`eventlog.decode.decode_stored` (through
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 
 from sqlalchemy import Connection
 
@@ -118,21 +116,3 @@ def apply_fresh(
         known.deletes[name] = [k for k in keys if k in stored]  # others were never written
     write_changes(conn, tables, known)
     return changes
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while replaying.
-
-    A replay allocates millions of short-lived containers (parsed documents, rows) and
-    keeps a batch's worth alive at a time, so the collector would run over and over and
-    find nothing: reference counting frees all of it. Cycles made meanwhile are collected
-    when the collector is back on.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

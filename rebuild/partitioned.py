@@ -43,6 +43,7 @@ from sqlalchemy import Engine
 
 from eventlog.db import make_engine, read_tx, write_tx
 from eventlog.errors import BoError
+from eventlog.gcpause import gc_paused
 from eventlog.schema import LOG_SCHEMA
 from eventlog.store import LoggedEvent
 from projections.base import Projection
@@ -50,7 +51,7 @@ from projections.source import decode_rows
 from projections.store import tables_for
 from projections.tables import qualified
 from rebuild.batches import RebuildFailed, apply_events, describe
-from rebuild.fresh import Written, gc_paused
+from rebuild.fresh import Written
 
 Progress = Callable[[int, int], None]  # (position every partition has reached, head)
 
