@@ -1,0 +1,73 @@
+"""Projection tables on PostgreSQL: byte-wise text, and key lookups by one JSON parameter."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from eventlog.db import make_engine, write_tx
+from eventlog.migrate import upgrade
+from projections import registry
+from projections.store import SqlReader, create_tables, drop_tables, tables_for
+from projections.tables import qualified
+
+# keys whose code-point order differs from a linguistic one (case, accents, punctuation)
+AWKWARD = ["a", "B", "b", "É", "e", "z", "_x", "-y", "10", "9", 'q"uote', "back\\slash", "[1,2]"]
+
+
+def test_text_columns_compare_byte_wise_and_lookups_use_the_key_index(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    try:
+        upgrade(engine)
+        ledger = registry.make("ledger_entries", None, None)
+        with write_tx(engine) as conn:
+            drop_tables(conn, ledger)
+            tables = create_tables(conn, ledger)
+            physical = tables["ledger_entries"]
+            name = qualified(conn, physical.name)
+            collations = conn.execute(
+                text(
+                    "SELECT column_name, collation_name FROM information_schema.columns "
+                    "WHERE table_schema = 'bo' AND table_name = :t AND data_type = 'text'"
+                ),
+                {"t": physical.name},
+            ).all()
+            conn.execute(
+                text(
+                    f"INSERT INTO {name} (tx_id, wallet_id) SELECT 'T' || i, 'W' || (i % 97) "
+                    "FROM generate_series(1, 3000) i"
+                )
+            )
+            conn.execute(
+                text(f"INSERT INTO {name} (tx_id) SELECT unnest(CAST(:k AS text[]))"),
+                {"k": AWKWARD},
+            )
+            conn.execute(text(f"ANALYZE {name}"))
+            ordered = (
+                conn.execute(
+                    text(f"SELECT tx_id FROM {name} WHERE tx_id NOT LIKE 'T%' ORDER BY tx_id")
+                )
+                .scalars()
+                .all()
+            )
+            reader = SqlReader(conn, tables_for(ledger))
+            found = reader.by_key("ledger_entries", [*AWKWARD, "T7", "missing", ""])
+            by_wallet = reader.by_column("ledger_entries", "wallet_id", ["W3", "W5"])
+            plan = (
+                conn.exec_driver_sql(
+                    f"EXPLAIN SELECT * FROM {name} WHERE tx_id = ANY "
+                    "(ARRAY(SELECT json_array_elements_text(CAST(%(v)s AS json))))",
+                    {"v": '["T1", "T2"]'},
+                )
+                .scalars()
+                .all()
+            )
+            drop_tables(conn, ledger)
+    finally:
+        engine.dispose()
+    assert collations
+    assert {c for _, c in collations} == {"C"}, collations
+    assert ordered == sorted(AWKWARD)  # Python's str order: the checksum's, and SQLite's
+    assert set(found) == {*AWKWARD, "T7"}
+    assert found['q"uote']["tx_id"] == 'q"uote'
+    assert len(by_wallet) == sum(1 for i in range(1, 3001) if i % 97 in (3, 5))
+    assert any("Index" in line and "pk_ledger_entries" in line for line in plan), plan
