@@ -160,11 +160,25 @@ class Timer:
             self.seconds = time.perf_counter() - self._start
 
 
+def cpu_probe_ms() -> float:
+    """The CPU time of a fixed pure-Python loop (best of three), in ms: how fast this
+    shared machine runs Python right now. Seen here on the same machine within one hour:
+    138 ms in a quiet window, 243 ms in a busy one — benchmark numbers taken minutes
+    apart differ as much; each report prints the probe taken when it was written."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        sum(i * i for i in range(3_000_000))
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 def machine_info() -> dict[str, str]:
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": str(os.cpu_count()),
+        "cpu probe": f"{cpu_probe_ms()} ms",
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpu:

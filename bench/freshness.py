@@ -512,7 +512,8 @@ def render(result: dict[str, Any]) -> str:
             "",
             f"Machine: python {info.get('python')}, {info.get('cpus')} cpus "
             f"({info.get('cpu', '?')}), {info.get('memory', '?')}; load average at the end "
-            f"{load:.2f} (the machine is shared).",
+            f"{load:.2f}, CPU probe {info.get('cpu probe')} (the machine is shared: "
+            "bench/common.py `cpu_probe_ms`).",
         ]
     )
 
