@@ -54,7 +54,7 @@ from eventlog.db import make_engine
 from eventlog.migrate import upgrade
 from eventlog.schema import checkpoints, events, kafka_offsets
 from eventlog.settings import load_settings
-from eventlog.timeutil import parse_ts
+from eventlog.timeutil import epoch_seconds, parse_ts
 
 ROOT = Path(__file__).resolve().parent.parent
 BO = str(Path(sys.executable).with_name("bo"))
@@ -140,10 +140,32 @@ def _wait(predicate: Any, timeout: float, what: str, every: float = 0.005) -> fl
     return time.monotonic()
 
 
-# A catch-up is timed over ~10 s: polling the database every 25 ms (±0.25% on the rate)
-# instead of every 5 ms keeps the instrument's own queries (a pooled checkout, its ping
-# and a query each) from taking CPU the consumers and the projector compete for.
+# A catch-up is timed between two times the database holds: the first backlog batch's
+# append (``events.ingested_at``) and the last offsets move (``kafka_offsets.updated_at``),
+# both set inside their batch's transaction just before its commit. The records counted
+# are those committed after the first batch was seen (polled every 25 ms while the members
+# start and join; a second batch committed before that poll is left out of the count but
+# not of the time, so the rate can only err low). In between the polling is slow (every
+# 250 ms): the instrument's own queries stay off the CPUs the consumers and the projector
+# compete for.
 _CATCH_UP_POLL = 0.025
+_CATCH_UP_SLOW_POLL = 0.25
+
+
+def _ingested_at(engine: Engine, position: int) -> float:
+    """Wall-clock time (epoch seconds) the batch holding ``position`` was appended."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            select(events.c.ingested_at).where(events.c.position == position)
+        ).scalar_one()
+    return epoch_seconds(str(value))
+
+
+def _last_offsets_commit(engine: Engine) -> float:
+    """Wall-clock time (epoch seconds) of the latest offsets move stored by a consumer."""
+    with engine.connect() as conn:
+        value = conn.execute(select(func.max(kafka_offsets.c.updated_at))).scalar_one()
+    return epoch_seconds(str(value))
 
 
 def _serving_position(engine: Engine) -> int:
@@ -387,18 +409,20 @@ def _catch_up(
     first = _wait(
         lambda: _head(engine) > head_before, 300, "the first backlog event", _CATCH_UP_POLL
     )
+    first_wall = _ingested_at(engine, head_before + 1)
     at_first = _offsets_total(engine)
-    done = _wait(
+    _wait(
         lambda: _offsets_total(engine) >= before_offsets + backlog,
         900,
         "the backlog",
-        _CATCH_UP_POLL,
+        _CATCH_UP_SLOW_POLL,
     )
+    consumed = _last_offsets_commit(engine) - first_wall
     served = _wait(
         lambda: _serving_position(engine) >= _head(engine),
         900,
         "projections on backlog",
-        _CATCH_UP_POLL,
+        _CATCH_UP_SLOW_POLL / 2.5,
     )
     consume_cpu = sum(_cpu(p) for p in consumers) - consume_cpu0
     project_cpu = _cpu(project) - project_cpu0  # applying the same backlog meanwhile
@@ -410,8 +434,8 @@ def _catch_up(
         "project_cpu_us": round(project_cpu / max(backlog, 1) * 1e6, 1),
         "produce_seconds": round(produced_in, 2),
         "startup_seconds": round(first - started, 2),
-        "consume_seconds": round(done - first, 2),
-        "consume_eps": round((before_offsets + backlog - at_first) / max(done - first, 1e-9)),
+        "consume_seconds": round(consumed, 2),
+        "consume_eps": round((before_offsets + backlog - at_first) / max(consumed, 1e-9)),
         "served_seconds": round(served - first, 2),
         "served_eps": round((before_offsets + backlog - at_first) / max(served - first, 1e-9)),
     }
