@@ -163,7 +163,7 @@ class Timer:
 def cpu_probe_ms() -> float:
     """The CPU time of a fixed pure-Python loop (best of three), in ms: how fast this
     shared machine runs Python right now. Seen here on the same machine within one hour:
-    138 ms in a quiet window, 243 ms in a busy one — benchmark numbers taken minutes
+    124 ms in a quiet window, 249 ms in a busy one — benchmark numbers taken minutes
     apart differ as much; each report prints the probe taken when it was written."""
     best = float("inf")
     for _ in range(3):

@@ -150,6 +150,7 @@ def _wait(predicate: Any, timeout: float, what: str, every: float = 0.005) -> fl
 # compete for.
 _CATCH_UP_POLL = 0.025
 _CATCH_UP_SLOW_POLL = 0.25
+_SERVED_POLL = 0.1  # the projections' catch-up is timed by polling: ±1% over ~15 s
 
 
 def _ingested_at(engine: Engine, position: int) -> float:
@@ -422,7 +423,7 @@ def _catch_up(
         lambda: _serving_position(engine) >= _head(engine),
         900,
         "projections on backlog",
-        _CATCH_UP_SLOW_POLL / 2.5,
+        _SERVED_POLL,
     )
     consume_cpu = sum(_cpu(p) for p in consumers) - consume_cpu0
     project_cpu = _cpu(project) - project_cpu0  # applying the same backlog meanwhile

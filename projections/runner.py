@@ -373,9 +373,10 @@ def _observe(projection: Projection, events: Sequence[LoggedEvent], changes: Cha
         VERSION_MISSING.inc(changes.version_missing)
     now = time.time()
     # snapshot (op r / backfill) events carry old commit times: not a freshness sample
+    changes_ = (event.change for event in events)
     FRESHNESS.observe_many(
         max(0.0, now - epoch_seconds(change.source_ts))
-        for change in [event.change for event in events]
+        for change in changes_
         if change.table == source and change.source_ts is not None and change.op != "r"
     )
 
