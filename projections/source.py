@@ -7,6 +7,10 @@ A projection reads only the events of its source tables in that range and then r
 decoded, which halves the decoding (most of the cost) for each projection.
 Decoding is :func:`eventlog.decode.decode_stored`: the same result as ``decode_bytes`` (what
 ``iter_events`` uses) without re-walking the already-redacted bytes for credentials.
+
+Reading on PostgreSQL is one query per range on the raw psycopg cursor in binary mode:
+``bytea`` arrives as bytes, without the server's hex encoding and the client's decoding,
+nor SQLAlchemy's per-row processing (~1 against ~3.5 µs of client CPU per event).
 """
 
 from __future__ import annotations
@@ -17,15 +21,26 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from eventlog.db import is_sqlite
 from eventlog.decode import decode_stored
-from eventlog.schema import events
+from eventlog.schema import LOG_SCHEMA, events
 from eventlog.store import LoggedEvent
 
 RawRow = tuple[int, bytes, str]
 
+READ_SQL = (
+    f"SELECT position, payload, ingested_at FROM {LOG_SCHEMA}.events "
+    "WHERE position > %s AND position <= %s AND table_name = ANY(%s) ORDER BY position"
+)
+
 
 def read_raw(conn: Connection, after: int, upto: int, tables: Collection[str]) -> list[RawRow]:
     """Stored rows of ``tables`` with ``after < position <= upto``, in position order."""
+    if not is_sqlite(conn):
+        cursor = conn.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
+        with cursor:
+            cursor.execute(READ_SQL, (after, upto, sorted(tables)))
+            return cursor.fetchall()  # type: ignore[no-any-return]
     query = _range_query(tuple(sorted(tables)))
     rows = conn.execute(query, {"after": after, "upto": upto}).all()
     return [(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]

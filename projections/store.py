@@ -175,14 +175,15 @@ def _upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
 
 
 def _copy_upsert(conn: Connection, physical: Table, rows: Sequence[Row]) -> None:
-    """PostgreSQL bulk path: COPY into a temporary table, then one INSERT … ON CONFLICT."""
+    """PostgreSQL bulk path: binary COPY into a temporary table (of the target's column
+    types), then one INSERT … ON CONFLICT."""
     key = next(iter(physical.primary_key.columns)).name
     columns = [c.name for c in physical.columns]
     stage = f"bo_stage_{physical.name}"
     target = qualified(conn, physical.name)
     conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DROP")
     conn.exec_driver_sql(f"TRUNCATE {stage}")
-    copy_rows(conn, stage, columns, rows)
+    copy_rows(conn, stage, columns, rows, pg_types(physical))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
     conn.exec_driver_sql(
         f"INSERT INTO {target} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {stage} "

@@ -38,6 +38,7 @@ from projections import registry
 from projections.base import Projection
 from projections.checksum import table_checksum
 from projections.runner import TRANSIENT
+from projections.source import read_range
 from projections.store import (
     ACTIVE,
     BUILDING,
@@ -65,7 +66,7 @@ from projections.store import (
 )
 from rebuild.batches import RebuildFailed, apply_events
 from rebuild.decoding import parallel_batches
-from rebuild.fresh import Written, read_events
+from rebuild.fresh import Written
 from rebuild.locks import projection_lock
 from rebuild.partitioned import KeyMismatch, derive, partitioned_replay
 
@@ -199,7 +200,7 @@ def _serial_batches(
     for start in range(after, head, batch):
         upto = min(start + batch, head)
         with read_tx(engine) as conn:
-            yield upto, read_events(conn, start, upto, tables)
+            yield upto, read_range(conn, start, upto, tables)
 
 
 def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) -> tuple[int, int]:
@@ -208,7 +209,7 @@ def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) 
     head = head_position(conn)
     for start in range(after, head, BATCH):
         position = min(start + BATCH, head)
-        events = read_events(conn, start, position, projection.sources)
+        events = read_range(conn, start, position, projection.sources)
         if not events:
             continue
         try:

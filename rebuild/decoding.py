@@ -27,8 +27,7 @@ from sqlalchemy import Engine
 from eventlog.db import is_sqlite
 from eventlog.decode import Change, decode_stored
 from eventlog.store import LoggedEvent
-from projections.source import RawRow
-from rebuild.fresh import READ_SQL, read_rows
+from projections.source import READ_SQL, RawRow, read_raw
 
 _AHEAD = 3  # batches decoded ahead of the one being applied
 # (position, ingested_at, table, op, key, row, source_ts, lsn, source_tx, snapshot)
@@ -136,7 +135,7 @@ def parallel_batches(
             for start in range(after, head, batch):
                 upto = min(start + batch, head)
                 if is_sqlite(conn):
-                    rows = read_rows(conn, start, upto, names)
+                    rows = read_raw(conn, start, upto, names)
                     conn.rollback()  # end the read transaction: nothing held between batches
                     futures = [
                         pool.submit(pack, rows[i : i + piece]) for i in range(0, len(rows), piece)

@@ -17,9 +17,8 @@ tables end up with the same rows, so the checksum is the same: only reads that c
 not find anything and conflict handling that could not conflict are skipped. The sets
 are updated after each batch commits, so a failed batch leaves them true.
 
-Reading: one query per range on the raw psycopg cursor in binary mode (``bytea`` arrives
-as bytes, no hex decoding), then :func:`eventlog.decode.decode_stored` (through
-:func:`projections.source.decode_rows`).
+Reading: :func:`projections.source.read_range` (on PostgreSQL one query per range on the
+raw psycopg cursor in binary mode), decoded by :func:`eventlog.decode.decode_stored`.
 """
 
 from __future__ import annotations
@@ -28,34 +27,10 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection
 
-from eventlog.db import is_sqlite
-from eventlog.schema import LOG_SCHEMA
 from eventlog.store import LoggedEvent
 from projections.base import Changes, Projection
-from projections.source import RawRow, decode_rows, read_raw
 from projections.store import SqlReader, Tables, insert_rows, write_changes
 from projections.tables import Row
-
-READ_SQL = (
-    f"SELECT position, payload, ingested_at FROM {LOG_SCHEMA}.events "
-    "WHERE position > %s AND position <= %s AND table_name = ANY(%s) ORDER BY position"
-)
-
-
-def read_rows(conn: Connection, after: int, upto: int, tables: Collection[str]) -> list[RawRow]:
-    """Stored rows of ``tables`` with ``after < position <= upto``, in position order."""
-    if is_sqlite(conn):
-        return read_raw(conn, after, upto, tables)
-    cursor = conn.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
-    with cursor:
-        cursor.execute(READ_SQL, (after, upto, sorted(tables)))
-        return cursor.fetchall()  # type: ignore[no-any-return]
-
-
-def read_events(
-    conn: Connection, after: int, upto: int, tables: Collection[str]
-) -> list[LoggedEvent]:
-    return decode_rows(read_rows(conn, after, upto, tables))
 
 
 class Written:
