@@ -81,16 +81,24 @@ def pairs_of(projection: Projection, tables: Tables) -> list[tuple[TableDef, Tab
 
 
 class SqlReader:
-    """:class:`projections.base.Reader` over physical tables, inside one transaction."""
+    """:class:`projections.base.Reader` over physical tables, inside one transaction.
+
+    ``absent`` keeps, per table, the keys looked up by key and not found: while the
+    caller holds the version's checkpoint lock nobody else writes its tables, so a row
+    with such a key is new (:func:`apply_batch` inserts it without conflict handling).
+    """
 
     def __init__(self, conn: Connection, tables: Tables) -> None:
         self.conn = conn
         self.tables = tables
+        self.absent: dict[str, set[str]] = {}
 
     def by_key(self, table: str, keys: Collection[str]) -> dict[str, Row]:
         physical = self.tables[table]
         key = next(iter(physical.primary_key.columns))
-        return {row[key.name]: row for row in self._where(physical, key.name, keys)}
+        found = {row[key.name]: row for row in self._where(physical, key.name, keys)}
+        self.absent.setdefault(table, set()).update(k for k in keys if k not in found)
+        return found
 
     def by_column(self, table: str, column: str, values: Collection[str]) -> list[Row]:
         return list(self._where(self.tables[table], column, values))
@@ -244,9 +252,23 @@ def pg_types(physical: Table) -> list[str]:
 def apply_batch(
     conn: Connection, projection: Projection, tables: Tables, events: Sequence[LoggedEvent]
 ) -> Changes:
-    """Fold one batch against the stored rows and write the result (caller's transaction)."""
-    changes = projection.apply(events, SqlReader(conn, tables))
-    write_changes(conn, tables, changes)
+    """Fold one batch against the stored rows and write the result (caller's transaction,
+    which holds the version's checkpoint lock): rows whose key the prefetch looked up and
+    did not find are inserted (PostgreSQL: binary COPY into the table), the others upserted."""
+    reader = SqlReader(conn, tables)
+    changes = projection.apply(events, reader)
+    rest = Changes(deletes=changes.deletes)
+    for name, rows in changes.upserts.items():
+        absent = reader.absent.get(name)
+        if not absent or len(rows) < _COPY_FROM:
+            rest.upserts[name] = rows
+            continue
+        key = tables[name].primary_key.columns.keys()[0]
+        new = [row for row in rows if row[key] in absent]
+        if new:
+            insert_rows(conn, tables[name], new)
+        rest.upserts[name] = [row for row in rows if row[key] not in absent]
+    write_changes(conn, tables, rest)
     return changes
 
 

@@ -14,11 +14,13 @@ from sqlalchemy import Engine, select, text
 
 from eventlog.metrics import FRESHNESS, VERSION_MISSING
 from eventlog.settings import Settings
+from projections import store
 from projections.ledger_entries import LEDGER_ENTRIES
 from projections.pairs import PAIRS
 from projections.runner import Runner
 from projections.status import status
 from projections.tables import view_table
+from rebuild.compare import verify
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
 L, P = "ledger_entries", "payment_orders"
@@ -234,6 +236,98 @@ def test_concurrent_runners_apply_each_event_once(migrated: Engine) -> None:
     assert states["ledger_entries.v1"]["rows"] == 300
     rows = view_rows(migrated, LEDGER_ENTRIES)
     assert sum(r["version"] == 2 for r in rows.values()) == 50
+
+
+def _legs(orders: range, *, version: int = 1, lsn: int = 0) -> list[bytes]:
+    out = []
+    for i in orders:
+        for leg, kind, wallet in (("a", "PAYMENT", "W1"), ("b", "RECEIVE", "W2")):
+            row = ledger_row(
+                f"T{i}{leg}",
+                type=kind,
+                wallet=wallet,
+                related_id=f"O{i}",
+                related_type="PAYMENT_ORDER",
+                version=version,
+            )
+            out.append(event(L, "c" if version == 1 else "u", row, lsn=lsn + 2 * i))
+    return out
+
+
+def test_large_batches_insert_new_keys_and_upsert_known_ones(
+    migrated: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the COPY threshold a batch inserts the rows whose keys it did not find and
+    upserts the others; the tables equal a replay into scratch tables."""
+    inserted: dict[str, int] = {}
+    failed: list[BaseException] = []
+    plain_insert = store.insert_rows
+
+    def spy(conn: Any, physical: Any, rows: Any) -> None:
+        try:
+            plain_insert(conn, physical, rows)
+        except BaseException as exc:  # a known key inserted: the runner would retry slowly
+            failed.append(exc)
+            raise
+        inserted[physical.name] = inserted.get(physical.name, 0) + len(rows)
+
+    monkeypatch.setattr(store, "insert_rows", spy)
+    runner = Runner(migrated, None, batch=5000)
+    append(migrated, _legs(range(300)) + [event(P, "c", order_row(f"O{i}")) for i in range(300)])
+    runner.run_once()
+    changed = [  # one batch: 500 new legs, 500 known ones updated, 50 deleted
+        *_legs(range(300, 550), lsn=10_000),
+        *_legs(range(250), version=2, lsn=20_000),
+        *[event(L, "d", ledger_row(f"T{i}b", version=3), lsn=30_000 + i) for i in range(50)],
+        *[event(P, "u", order_row(f"O{i}", version=2, status="SUCCESS")) for i in range(250)],
+    ]
+    inserted.clear()
+    append(migrated, changed)
+    summary = runner.run_once()
+    assert summary["failed"] == []
+    assert failed == []
+    assert inserted == {
+        "ledger_entries_v1": 500,
+        "pair_legs_v1": 500,
+        "payment_ledger_pairs_v1": 250,
+    }
+    for name in ("ledger_entries", "payment_orders", "pairs"):
+        checked = verify(migrated, None, name)
+        assert checked["ok"], checked["details"]
+    states = by_name(migrated)
+    assert states["ledger_entries.v1"]["rows"] == 1100
+    entries = view_rows(migrated, LEDGER_ENTRIES)
+    assert entries["T1a"]["version"] == 2
+    assert entries["T1b"]["deleted"] is True
+    assert entries["T549b"]["version"] == 1
+    pairs = view_rows(migrated, PAIRS)
+    assert pairs["O1"]["pairing_status"] == "INCOMPLETE"
+    assert pairs["O100"]["pairing_status"] == "COMPLETE"
+    assert pairs["O549"]["pairing_status"] == "COMPLETE"
+
+
+def test_concurrent_runners_with_large_batches_write_each_row_once(migrated: Engine) -> None:
+    append(migrated, _legs(range(10)))
+    Runner(migrated, None).run_once()  # create the views once, then race on a fresh tail
+    append(migrated, _legs(range(10, 400)) + _legs(range(10), version=2, lsn=5000))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            Runner(migrated, None, batch=5000).run_once()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    states = by_name(migrated)
+    assert all(s["state"] == "serving" and s["position"] == 820 for s in states.values())
+    assert states["ledger_entries.v1"]["rows"] == 800
+    assert verify(migrated, None, "pairs")["ok"]
 
 
 def test_bo_ingest_and_project_cli(
