@@ -30,7 +30,7 @@ def consume(
     as_json: JsonOpt = False,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="Most records per database transaction.")
-    ] = 2000,
+    ] = 5000,
     batch_ms: Annotated[
         int, typer.Option(min=0, max=60_000, help="Longest wait to fill a batch (ms).")
     ] = 50,

@@ -93,7 +93,7 @@ class OffsetRegression(BoError):
 class ConsumerConfig:
     """Tuning knobs; the defaults suit a loopback broker and a local database."""
 
-    batch_size: int = 2000
+    batch_size: int = 5000
     batch_ms: int = 50
     # A batch read to the partitions' end is committed once its first record is this old:
     # records arriving meanwhile share its transaction (and the projections' pass that its
