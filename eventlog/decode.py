@@ -588,7 +588,7 @@ _FALLBACK = DecodeError("use the reference decoder")
 _EXACT_TYPES = frozenset({str, int, bool})  # values orjson and the exact parse agree on
 
 
-def decode_stored(raw: bytes) -> Change:
+def decode_stored(raw: bytes, columns: frozenset[str] | None = None) -> Change:
     """:func:`decode_bytes` for bytes read back from the log, without the redaction walk.
 
     The log only holds bytes that went through :func:`parse` at append time, so they are
@@ -598,11 +598,15 @@ def decode_stored(raw: bytes) -> Change:
     or a container where a value is read (they need the exact re-parse or the walk), any
     error — goes through :func:`decode_bytes`, so the result (or the error) is always
     the reference decoder's.
+
+    ``columns``: a fold that reads only these columns of a row (besides the table's key and
+    group columns, always decoded) may leave the others undecoded — absent from the row on
+    the fast path (the reference decoder, when it is taken, decodes every column).
     """
     try:
         doc = orjson.loads(raw) if len(raw) <= MAX_EVENT_BYTES else None
         if type(doc) is dict and not ("payload" in doc and "schema" in doc):
-            return _stored_change(doc)
+            return _stored_change(doc, _STORED_PLANS if columns is None else _plans(columns))
     except (orjson.JSONDecodeError, DecodeError):
         pass
     return decode_bytes(raw)
@@ -622,14 +626,14 @@ def change_of(parsed: Parsed) -> Change:
     return to_change(parsed)
 
 
-def _stored_change(env: dict[str, Any]) -> Change:
+def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None = None) -> Change:
     """The fast path of :func:`decode_stored`; raises :class:`DecodeError` to fall back."""
     op = env.get("op")
     source = env.get("source")
     if type(op) is not str or op not in OPS or type(source) is not dict:
         raise _FALLBACK
     table: Any = source.get("table")
-    plan = _STORED_PLANS.get(table) if type(table) is str else None
+    plan = (plans or _STORED_PLANS).get(table) if type(table) is str else None
     raw_row = env.get("before" if op == "d" else "after")
     if plan is None or type(raw_row) is not dict:
         raise _FALLBACK
@@ -713,6 +717,18 @@ def _stored_change(env: dict[str, Any]) -> Change:
 _STORED_PLANS: dict[str, tuple[Any, ...]] = {
     name: (spec.key, *_plan(spec)) for name, spec in TABLES.items()
 }
+
+
+@functools.lru_cache(maxsize=16)
+def _plans(columns: frozenset[str]) -> dict[str, tuple[Any, ...]]:
+    """:data:`_STORED_PLANS` reduced to ``columns`` plus each table's key and group column."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, spec in TABLES.items():
+        wanted = columns | {spec.key} | ({spec.group} if spec.group else set())
+        out[name] = (spec.key, *(tuple(c for c in kind if c in wanted) for kind in _plan(spec)))
+    return out
+
+
 _CANONICAL_SECONDS: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" prefixes known to be valid
 
 

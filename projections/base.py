@@ -65,6 +65,10 @@ class Projection(ABC):
     # key is its key (last-writer-wins over one source table). A rebuild may then fold
     # disjoint key partitions in parallel processes (:mod:`rebuild.partitioned`).
     per_key: ClassVar[bool] = False
+    # The source columns the fold reads (None: any). A rebuild's key-partition workers
+    # decode only these (and each table's key and group column); the live runner decodes
+    # every column once for all the projections that share a source.
+    reads: ClassVar[frozenset[str] | None] = None
     # (table, column) when the public table derives from the rows of a per-key table grouped
     # by ``column``: at most one public row per group, ``derive_select`` (pairs from legs)
     derived_from: ClassVar[tuple[str, str] | None] = None

@@ -297,6 +297,7 @@ class PairLegsV1(Projection):
     tables = (PAIR_LEGS,)
     sources = frozenset({SOURCE})
     per_key = True
+    reads = frozenset({*_LEG_DATA, "version", "updated_at"})  # build_leg and its order key
 
     def prefetch(self, events: Sequence[LoggedEvent], reader: Reader) -> State:
         return prefetch_entities(events, reader, SOURCE, PAIR_LEGS.name)

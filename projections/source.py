@@ -60,8 +60,11 @@ def _range_query(tables: tuple[str, ...]) -> Any:
     )
 
 
-def decode_rows(rows: Iterable[Sequence[Any]]) -> list[LoggedEvent]:
-    """Events of stored rows whose first three values are position, payload, ingested_at."""
+def decode_rows(
+    rows: Iterable[Sequence[Any]], columns: frozenset[str] | None = None
+) -> list[LoggedEvent]:
+    """Events of stored rows whose first three values are position, payload, ingested_at
+    (``columns``: see :func:`eventlog.decode.decode_stored`)."""
     out: list[LoggedEvent] = []
     append = out.append
     for position, payload, at, *_ in rows:
@@ -69,7 +72,7 @@ def decode_rows(rows: Iterable[Sequence[Any]]) -> list[LoggedEvent]:
         # costs a microsecond more per event on this hot path
         event = _new(LoggedEvent)
         _set_position(event, position)
-        _set_change(event, decode_stored(payload))
+        _set_change(event, decode_stored(payload, columns))
         _set_at(event, at)
         append(event)
     return out

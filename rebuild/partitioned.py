@@ -236,7 +236,7 @@ def _work(
                 if os.getppid() != parent:
                     return
                 upto = min(start + batch, head)
-                events = _read(engine, start, upto, sources, part, parts)
+                events = _read(engine, start, upto, sources, part, parts, projection.reads)
                 if events:
                     changes = apply_events(engine, projection, tables, events, written)
                     rows += changes.rows_delta.get(public, 0)
@@ -253,15 +253,22 @@ def _work(
 
 
 def _read(
-    engine: Engine, after: int, upto: int, sources: list[str], part: int, parts: int
+    engine: Engine,
+    after: int,
+    upto: int,
+    sources: list[str],
+    part: int,
+    parts: int,
+    columns: frozenset[str] | None,
 ) -> list[LoggedEvent]:
-    """The partition's events in ``after < position <= upto``, decoded and key-checked."""
+    """The partition's events in ``after < position <= upto``, decoded (the ``columns`` the
+    fold reads: :attr:`~projections.base.Projection.reads`) and key-checked."""
     with read_tx(engine) as conn:
         driver = conn.connection.driver_connection
         with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
             cursor.execute(_READ_SQL, (after, upto, sources, parts, part))
             stored = cursor.fetchall()
-    events = decode_rows(stored)
+    events = decode_rows(stored, columns)
     for event, (_, _, _, key) in zip(events, stored, strict=True):
         if event.change.entity_key != key:
             raise KeyMismatch(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shutil
 import tempfile
@@ -13,13 +14,16 @@ from hypothesis import strategies as st
 
 from bo.pgcluster import Cluster
 from eventlog.db import make_engine
-from eventlog.decode import decode_bytes
+from eventlog.decode import TABLES, decode_bytes
 from eventlog.migrate import upgrade
 from eventlog.store import LoggedEvent
-from projections.memory import replay
+from projections import registry
+from projections.base import Projection
+from projections.memory import MemoryTables, replay
 from projections.runner import Runner
 from projections.status import status
 from rebuild.build import build
+from tests.fixtures_eventlog import golden_lines
 from tests.fixtures_projections import append, event, ledger_row, order_row
 
 NAMES = ("ledger_entries", "payment_orders", "pairs")
@@ -165,3 +169,33 @@ def test_sqlite_and_postgresql_agree(pg_cluster: Cluster, data: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         on_sqlite = _db_checksums(_sqlite_copy(Path(tmp)), [lines], batch)
     assert _db_checksums(_pg_copy(pg_cluster), [lines], batch) == on_sqlite
+
+
+def _fold(projection: Projection, events: list[LoggedEvent], batch: int) -> dict[str, Any]:
+    store = MemoryTables()
+    for start in range(0, len(events), batch):
+        store.write(projection, projection.apply(events[start : start + batch], store))
+    return store.rows
+
+
+def _reading_only(projection: Projection, events: list[LoggedEvent]) -> list[LoggedEvent]:
+    """The events with rows cut to what the projection declares it reads (a rebuild's
+    partition workers decode no more), plus each table's key and group column."""
+    assert projection.reads is not None
+    out = []
+    for e in events:
+        spec = TABLES[e.change.table]
+        kept = projection.reads | {spec.key, spec.group}
+        row = {k: v for k, v in e.change.row.items() if k in kept}
+        out.append(LoggedEvent(e.position, dataclasses.replace(e.change, row=row), e.ingested_at))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(versioned_changes(), st.integers(1, 6))
+def test_the_legs_fold_reads_only_the_columns_it_declares(lines: list[bytes], batch: int) -> None:
+    legs = registry.make("pairs", None, None).per_key_part()
+    assert legs is not None
+    assert legs.reads is not None
+    for events in (logged(lines), logged(golden_lines())):
+        assert _fold(legs, _reading_only(legs, events), batch) == _fold(legs, events, batch)
