@@ -207,6 +207,24 @@ def _listening(engine: Engine) -> bool:
     return int(found) > 0
 
 
+def race_runners(engine: Engine, *, batch: int, runners: int = 3) -> None:
+    """``runners`` runner passes at once, each in its own thread; none may raise."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            Runner(engine, None, batch=batch).run_once()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(runners)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+
+
 def test_concurrent_runners_apply_each_event_once(migrated: Engine) -> None:
     lines = [
         event(L, "c", ledger_row(f"T{i}", related_id=f"O{i % 7}", version=1), lsn=i)
@@ -217,20 +235,7 @@ def test_concurrent_runners_apply_each_event_once(migrated: Engine) -> None:
     append(
         migrated, [event(L, "u", ledger_row(f"T{i}", version=2), lsn=1000 + i) for i in range(50)]
     )
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            Runner(migrated, None, batch=7).run_once()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    race_runners(migrated, batch=7)
     states = by_name(migrated)
     assert all(s["position"] == 350 for s in states.values())
     assert states["ledger_entries.v1"]["rows"] == 300
@@ -310,20 +315,7 @@ def test_concurrent_runners_with_large_batches_write_each_row_once(migrated: Eng
     append(migrated, _legs(range(10)))
     Runner(migrated, None).run_once()  # create the views once, then race on a fresh tail
     append(migrated, _legs(range(10, 400)) + _legs(range(10), version=2, lsn=5000))
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            Runner(migrated, None, batch=5000).run_once()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert errors == []
+    race_runners(migrated, batch=5000)
     states = by_name(migrated)
     assert all(s["state"] == "serving" and s["position"] == 820 for s in states.values())
     assert states["ledger_entries.v1"]["rows"] == 800
