@@ -606,7 +606,7 @@ def decode_stored(raw: bytes, columns: frozenset[str] | None = None) -> Change:
     try:
         doc = orjson.loads(raw) if len(raw) <= MAX_EVENT_BYTES else None
         if type(doc) is dict and not ("payload" in doc and "schema" in doc):
-            return _stored_change(doc, _STORED_PLANS if columns is None else _plans(columns))
+            return _stored_change(doc, None if columns is None else _plans(columns))
     except (orjson.JSONDecodeError, DecodeError):
         pass
     return decode_bytes(raw)
@@ -627,7 +627,8 @@ def change_of(parsed: Parsed) -> Change:
 
 
 def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None = None) -> Change:
-    """The fast path of :func:`decode_stored`; raises :class:`DecodeError` to fall back."""
+    """The fast path of :func:`decode_stored` (``plans``: :data:`_STORED_PLANS` unless
+    reduced by :func:`_plans`); raises :class:`DecodeError` to fall back."""
     op = env.get("op")
     source = env.get("source")
     if type(op) is not str or op not in OPS or type(source) is not dict:

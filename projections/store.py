@@ -9,7 +9,7 @@ sees the old version or the new one, never a half-built table.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
@@ -257,19 +257,32 @@ def apply_batch(
     did not find are inserted (PostgreSQL: binary COPY into the table), the others upserted."""
     reader = SqlReader(conn, tables)
     changes = projection.apply(events, reader)
+    write_changes(conn, tables, insert_new(conn, tables, changes, reader.absent, _COPY_FROM))
+    return changes
+
+
+def insert_new(
+    conn: Connection,
+    tables: Tables,
+    changes: Changes,
+    new_keys: Mapping[str, Container[str]],
+    min_rows: int = 0,
+) -> Changes:
+    """Insert the upserted rows whose key is in ``new_keys`` of their table (plain COPY, no
+    conflict handling: the caller knows no such row is stored) when the table has at least
+    ``min_rows`` upserts; return the changes left for :func:`write_changes`."""
     rest = Changes(deletes=changes.deletes)
     for name, rows in changes.upserts.items():
-        absent = reader.absent.get(name)
-        if not absent or len(rows) < _COPY_FROM:
+        new = new_keys.get(name)
+        if not new or len(rows) < min_rows:
             rest.upserts[name] = rows
             continue
         key = tables[name].primary_key.columns.keys()[0]
-        new = [row for row in rows if row[key] in absent]
-        if new:
-            insert_rows(conn, tables[name], new)
-        rest.upserts[name] = [row for row in rows if row[key] not in absent]
-    write_changes(conn, tables, rest)
-    return changes
+        fresh = [row for row in rows if row[key] in new]
+        if fresh:
+            insert_rows(conn, tables[name], fresh)
+        rest.upserts[name] = [row for row in rows if row[key] not in new]
+    return rest
 
 
 def count_rows(conn: Connection, physical: Table) -> int:

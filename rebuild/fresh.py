@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 
 from eventlog.store import LoggedEvent
 from projections.base import Changes, Projection
-from projections.store import SqlReader, Tables, insert_rows, write_changes
+from projections.store import SqlReader, Tables, insert_new, write_changes
 from projections.tables import Row
 
 
@@ -78,16 +78,13 @@ def apply_fresh(
     """:func:`projections.store.apply_batch` for fresh tables (the caller's transaction);
     call ``written.remember`` with the result once it is committed."""
     changes = projection.apply(events, FreshReader(conn, tables, written))
-    known = Changes()
-    for name, rows in changes.upserts.items():
-        stored, key = written.keys[name], written.key_of[name]
-        new = [row for row in rows if row[key] not in stored]
-        if new:
-            insert_rows(conn, tables[name], new)
-        if len(new) < len(rows):
-            known.upserts[name] = [row for row in rows if row[key] in stored]
-    for name, keys in changes.deletes.items():
-        stored = written.keys[name]
-        known.deletes[name] = [k for k in keys if k in stored]  # others were never written
+    new = {
+        name: {row[written.key_of[name]] for row in rows} - written.keys[name]
+        for name, rows in changes.upserts.items()
+    }
+    known = insert_new(conn, tables, changes, new)
+    known.deletes = {  # others were never written
+        name: [k for k in keys if k in written.keys[name]] for name, keys in changes.deletes.items()
+    }
     write_changes(conn, tables, known)
     return changes
