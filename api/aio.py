@@ -362,7 +362,13 @@ class AsyncLookups:
 
 _COLUMNS = ", ".join((*HASHED_FIELDS, "prev_hash", "hash"))
 _TABLE = f"{audit_log.schema}.{audit_log.name}"
-_BEGIN_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({int(_LOCK_KEY)})"
+# Lock waits end well before a request stops waiting for its record (AuditWriter.timeout,
+# 10 s): a blocked chain fails the batch (503, no record) instead of committing it late.
+_WAIT_MS = 5000
+_BEGIN_LOCK = (
+    f"BEGIN; SET LOCAL lock_timeout = {_WAIT_MS}; SET LOCAL statement_timeout = {_WAIT_MS}; "
+    f"SELECT pg_advisory_xact_lock({int(_LOCK_KEY)})"
+)
 _HEAD = f"SELECT id, hash FROM {_TABLE} ORDER BY id DESC LIMIT 1"
 
 
@@ -441,6 +447,10 @@ class AsyncAuditSink:
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                # a request that gave up has answered 503: its record must not land later
+                batch = [(entry, future) for entry, future in batch if not future.done()]
+                if not batch:
+                    continue
                 try:
                     ids = await self._commit([entry for entry, _ in batch])
                 except asyncio.CancelledError:

@@ -81,6 +81,9 @@ def create_app(
         version=API_VERSION,
         description="Ledger, payment-order and wallet lookups over the serving projections.",
         lifespan=lifespan,
+        # no 307 to the slash-less path: it would echo the Host header and answer callers
+        # without a token; a trailing slash is an unknown path (401 without a valid token)
+        redirect_slashes=False,
     )
     app.state.bo = AppState(
         settings=settings,

@@ -27,7 +27,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -186,12 +186,14 @@ class AuditWriter:
 
     def write(self, entry: AuditEntry) -> int:
         """Block until the record is durable; :class:`AuditUnavailable` if it cannot be."""
+        future = self.submit(entry)
         try:
-            return self.submit(entry).result(timeout=self.timeout)
+            return future.result(timeout=self.timeout)
         except AuditUnavailable:
             raise
         except Exception as exc:
-            raise AuditUnavailable(str(exc)) from exc
+            future.cancel()  # not written later: see _commit
+            raise AuditUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def awrite(self, entry: AuditEntry) -> int:
         """Await durability from an event loop (one loop wake-up per batch, not per record)."""
@@ -251,8 +253,14 @@ class AuditWriter:
                 self._fail(batch)
 
     def _commit(self, batch: list[tuple[AuditEntry, Waiter]]) -> None:
+        # A request that stopped waiting has answered 503: its record must not land later
+        # claiming what it would have sent. Lock waits end well before that timeout, so a
+        # blocked database fails the batch (503, no record) instead of committing it late.
+        batch = [item for item in batch if not _abandoned(item[1])]
+        if not batch:
+            return
         try:
-            with write_tx(self.engine) as conn:
+            with write_tx(self.engine, wait=self.timeout / 2) as conn:
                 ids: list[int | BaseException] = list(
                     append_records(conn, [entry for entry, _ in batch])
                 )
@@ -266,10 +274,11 @@ class AuditWriter:
             if isinstance(waiter, _LoopWaiter):
                 by_loop.setdefault(waiter.loop, []).append((waiter.future, outcome))
             elif not waiter.done():
-                if isinstance(outcome, BaseException):
-                    waiter.set_exception(outcome)
-                else:
-                    waiter.set_result(outcome)
+                with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                    if isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
+                    else:
+                        waiter.set_result(outcome)
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, items)
@@ -295,6 +304,11 @@ class _LoopWaiter:
 
 
 Waiter = Future[int] | _LoopWaiter
+
+
+def _abandoned(waiter: Waiter) -> bool:
+    """Whether nobody waits for this record any more (its request timed out: 503)."""
+    return waiter.future.done() if isinstance(waiter, _LoopWaiter) else waiter.done()
 
 
 def _settle(items: list[tuple[asyncio.Future[int], Any]]) -> None:

@@ -29,6 +29,7 @@ from eventlog.errors import ConfigError, UsageError
 from eventlog.settings import Settings
 
 LEEWAY_SECONDS = 30
+MAX_CLAIM_SECONDS = 253_402_300_799.0  # 9999-12-31T23:59:59Z: exp/nbf beyond it are invalid
 DEV_ISSUER = "bo-dev"
 DEV_AUDIENCE = "bo-admin"
 DEV_ALGORITHM = "RS256"
@@ -287,8 +288,19 @@ class Verifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             raise AuthError("token subject invalid")
-        if not isinstance(claims.get("exp"), int | float):
-            raise AuthError("token exp invalid")
+        for name in ("exp", "nbf"):
+            value = claims.get(name)
+            if name == "nbf" and value is None:
+                continue
+            # a number a float holds: a 400-digit exp must not crash the request
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise AuthError(f"token {name} invalid")
+            try:
+                seconds = float(value)
+            except OverflowError as exc:
+                raise AuthError(f"token {name} out of range") from exc
+            if not -MAX_CLAIM_SECONDS <= seconds <= MAX_CLAIM_SECONDS:
+                raise AuthError(f"token {name} out of range")
         return Principal(sub=sub, roles=roles_of(claim_path(claims, self.roles_claim))), claims
 
 

@@ -20,11 +20,9 @@ from api.auth import AuthError, KeysUnavailable, Principal, Verifier
 from api.authz import Authorizer
 from api.metrics import MetricsExporter
 from api.middleware import AuditContext
-from api.problems import ProblemError
+from api.problems import REALM, ProblemError
 from api.service import Service
 from eventlog.settings import Settings
-
-REALM = 'Bearer realm="bo-admin"'
 
 
 @dataclass
@@ -41,16 +39,11 @@ class AppState:
     aio: AsyncLookups | None = None  # set while the app runs on PostgreSQL (api/aio.py)
 
     def identify(self, token: str) -> tuple[str, list[str]] | None:
-        """The verified subject and roles of a token, or ``None`` (never raises)."""
-        if self.settings.auth_mode == "oidc":
-            # a full check may fetch the JWKS: not on the event loop for attribution only
-            principal = self.verifier.cached(token)
-        else:
-            try:
-                principal = self.verifier.verify(token)
-            except (AuthError, KeysUnavailable):
-                return None
-        if principal is None:
+        """The verified subject and roles of a token, or ``None`` (never raises; may fetch
+        the JWKS in OIDC mode: the audit middleware calls it off the event loop)."""
+        try:
+            principal = self.verifier.verify(token)
+        except (AuthError, KeysUnavailable):
             return None
         return principal.sub, list(principal.roles)
 

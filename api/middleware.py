@@ -18,15 +18,17 @@ from typing import Any
 
 import orjson
 from loguru import logger
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import AuditEntry, AuditUnavailable, AuditWriter
-from api.problems import PROBLEM_JSON, problem_body
+from api.problems import PROBLEM_JSON, REALM, problem_body
 from eventlog.metrics import AUDIT_WRITE_FAILURES, HTTP_DURATION
 from eventlog.timeutil import format_ts
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_UNROUTED = (404, 405)  # answers given before any route ran auth (unknown path or method)
 
 # route name → (audit action, resource type)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -165,7 +167,14 @@ class AuditMiddleware:
         body = b"".join(chunks)
         status = int(start["status"])
         if context.actor is None and status not in (401, 503):
-            self._attribute(scope, context)
+            await self._attribute(scope, context)
+            if context.actor is None and status in _UNROUTED:
+                # no route ran auth: a caller without a valid token learns nothing about
+                # which paths or methods exist (SPEC §7: 401 for a missing/invalid token)
+                start = _start(401, PROBLEM_JSON)
+                start["headers"].append((b"www-authenticate", REALM.encode()))
+                body = problem_body(401, "bearer token required", scope["path"])
+                status = 401
         entry = self._entry(scope, context, at, status, body)
         try:
             await self.writer.awrite(entry)
@@ -181,16 +190,21 @@ class AuditMiddleware:
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _attribute(self, scope: Scope, context: AuditContext) -> None:
+    async def _attribute(self, scope: Scope, context: AuditContext) -> None:
         """Name the caller of a request that never reached auth (unknown route, 405).
 
-        Only a token that verifies names anyone; the answer itself is not changed.
+        Only a token that verifies names anyone (verified in a worker thread: in OIDC mode
+        it may fetch the JWKS).
         """
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
         if self.identify is None or scheme.lower() != "bearer" or not token.strip():
             return
-        found = self.identify(token.strip())
+        try:
+            found = await run_in_threadpool(self.identify, token.strip())
+        except Exception:  # naming the caller must never cost the request its record
+            logger.exception("identifying the caller of {} failed", scope["path"])
+            return
         if found is not None:
             context.actor, context.roles = found[0], list(found[1])
 
@@ -260,7 +274,12 @@ def client_ip(scope: Scope, trusted: list[Network]) -> str | None:
     peer = str(client[0]) if client else None
     if peer is None or not trusted or not _in(peer, trusted):
         return peer
-    forwarded = _header(scope, b"x-forwarded-for")
+    # every X-Forwarded-For line, in order: a proxy may add its own line rather than
+    # extend the client's, and the rightmost hops are the trusted ones
+    lines = [
+        bytes(v).decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"
+    ]
+    forwarded = ",".join(lines)
     if not forwarded:
         return peer
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
+REALM = 'Bearer realm="bo-admin"'  # the WWW-Authenticate challenge of every 401
 
 TITLES = {
     400: "Bad Request",

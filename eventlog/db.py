@@ -20,6 +20,7 @@ from eventlog.errors import DatabaseUnavailable
 from eventlog.schema import SCHEMAS
 
 _WRITE = "bo_write"
+_SQLITE_BUSY_SECONDS = 30
 
 
 def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True, **kwargs: Any) -> Engine:
@@ -57,7 +58,7 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(
         url,
         execution_options={"schema_translate_map": dict.fromkeys(SCHEMAS)},
-        connect_args={"timeout": 30, "check_same_thread": False},
+        connect_args={"timeout": _SQLITE_BUSY_SECONDS, "check_same_thread": False},
         **kwargs,
     )
 
@@ -67,7 +68,7 @@ def _sqlite_engine(url: str, **kwargs: Any) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_SECONDS * 1000}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -84,12 +85,37 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 
 
 @contextmanager
-def write_tx(engine: Engine) -> Iterator[Connection]:
-    """A write transaction; on SQLite it holds the database write lock from the start."""
+def write_tx(engine: Engine, *, wait: float | None = None) -> Iterator[Connection]:
+    """A write transaction; on SQLite it holds the database write lock from the start.
+
+    ``wait``: seconds the transaction may wait for a lock (SQLite's busy timeout for its
+    ``BEGIN IMMEDIATE``; PostgreSQL's ``lock_timeout`` and ``statement_timeout``), after
+    which it fails instead of going on later — for a caller that gives up by then.
+    """
     with engine.connect() as conn:
-        conn = conn.execution_options(**{_WRITE: True})
-        with conn.begin():
-            yield conn
+        sqlite = is_sqlite(conn)
+        if wait is not None and sqlite:
+            _busy_timeout(conn, wait)
+        try:
+            conn = conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                if wait is not None and not sqlite:
+                    ms = max(1, int(wait * 1000))
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+                yield conn
+        finally:
+            if wait is not None and sqlite:
+                try:
+                    _busy_timeout(conn, _SQLITE_BUSY_SECONDS)
+                except Exception:  # never pool a connection that keeps the short timeout
+                    conn.invalidate()
+
+
+def _busy_timeout(conn: Connection, seconds: float) -> None:
+    """Set SQLite's busy timeout on the connection, outside any transaction."""
+    driver = conn.connection.driver_connection
+    driver.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")  # type: ignore[union-attr]
 
 
 @contextmanager

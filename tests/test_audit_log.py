@@ -242,6 +242,47 @@ def test_client_ip_trusts_forwarded_for_only_from_proxies() -> None:
     assert client_ip(scope("10.0.0.5", None), proxies) == "10.0.0.5"
 
 
+def test_client_ip_reads_every_forwarded_for_line() -> None:
+    """A proxy may add its own X-Forwarded-For line instead of extending the client's:
+    the lines form one chain, so a forged first line cannot choose the address."""
+    import ipaddress
+
+    proxies = [ipaddress.ip_network("127.0.0.1/32")]
+    scope = {
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2")],
+    }
+    assert client_ip(scope, proxies) == "2.2.2.2"
+
+
+def test_a_request_that_gave_up_leaves_no_record(sqlite_env: ApiEnv) -> None:
+    """Fail closed means no data AND no record claiming data: a record whose request has
+    answered 503 (the store was locked past the writer's timeout) is never written later."""
+    env = sqlite_env
+    env.ingest(change("ledger_entries", ledger("T1")))
+    app = env.app()
+    writer = app.state.bo.writer
+    writer.timeout = 1.0  # lock waits end at half of it
+    database = env.engine.url.database
+    assert database
+    blocker = sqlite3.connect(database, isolation_level=None, timeout=30)
+    headers = {**env.headers(READ), "X-Request-ID": "gave-up"}
+    with live_server(app) as base:
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            refused = httpx.get(f"{base}/admin/tx/T1", headers=headers, timeout=30)
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        served = httpx.get(f"{base}/admin/tx/T1", headers=env.headers(READ), timeout=30)
+    assert refused.status_code == 503
+    assert "wallet_id" not in refused.text
+    assert served.status_code == 200
+    records = _records(env)
+    assert [r["request_id"] for r in records if r["request_id"] == "gave-up"] == []
+    assert [r["status"] for r in records] == [200]
+
+
 def test_forwarded_for_over_real_http(sqlite_url: str, engine_factory: Any, tmp_path: Path) -> None:
     trusted = make_env(engine_factory(sqlite_url), tmp_path, trusted_proxies="127.0.0.1/32")
     with live_server(trusted.app()) as base:

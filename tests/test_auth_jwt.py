@@ -187,6 +187,8 @@ def attack_tokens(key: SigningKey, attacker: SigningKey, attacker_url: str) -> d
         "x5u to attacker key": attacker.sign(claims(), x5u=attacker_url),
         "jwk header with attacker key": attacker.sign(claims(), jwk=attacker.jwk()),
         "attacker key under our kid": SigningKey(key.kid, attacker.private, "RS256").sign(claims()),
+        "exp past any date (400 digits)": key.sign(claims(exp=10**400)),
+        "nbf before any date (400 digits)": key.sign(claims(nbf=-(10**400))),
         "garbage": "not.a.token",
         "empty segments": "..",
     }
@@ -463,7 +465,7 @@ def test_verified_tokens_are_cached_but_expiry_still_applies(oidc: Oidc) -> None
         verifier.verify(token)  # still cached, but past exp + leeway
 
 
-def test_unknown_admin_routes_are_attributed_only_to_verified_callers(oidc: Oidc) -> None:
+def test_unknown_admin_routes_answer_401_without_a_verified_token(oidc: Oidc) -> None:
     from sqlalchemy import select
 
     from eventlog.schema import audit_log
@@ -476,9 +478,26 @@ def test_unknown_admin_routes_are_attributed_only_to_verified_callers(oidc: Oidc
             == 200
         )
         assert c.get("/admin/nope", headers={"Authorization": f"Bearer {token}"}).status_code == 404
-        assert (
-            c.get("/admin/nope", headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
-        )
+        # without a valid token nobody learns which paths or methods exist: 401
+        stranger_answer = c.get("/admin/nope", headers={"Authorization": f"Bearer {stranger}"})
+        assert stranger_answer.status_code == 401
+        assert stranger_answer.headers["www-authenticate"].startswith("Bearer")
+        assert c.post("/admin/tx/T1").status_code == 401
+        huge = oidc.key.sign(claims(exp=10**400))  # must not crash the audit gate (was a 500)
+        assert c.get("/admin/nope", headers={"Authorization": f"Bearer {huge}"}).status_code == 401
+        assert c.get("/admin/tx/T1/", follow_redirects=False).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert c.post("/admin/tx/T1", headers=bearer).status_code == 405
+        assert c.get("/admin/tx/T1/", headers=bearer, follow_redirects=False).status_code == 404
     with oidc.env.engine.connect() as conn:
-        actors = [r.actor for r in conn.execute(select(audit_log).order_by(audit_log.c.id))]
-    assert actors == ["alice", "alice", None]
+        rows = list(conn.execute(select(audit_log).order_by(audit_log.c.id)))
+    assert [(r.actor, r.status) for r in rows] == [
+        ("alice", 200),
+        ("alice", 404),
+        (None, 401),
+        (None, 401),
+        (None, 401),
+        (None, 401),
+        ("alice", 405),
+        ("alice", 404),
+    ]
