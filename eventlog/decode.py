@@ -303,20 +303,28 @@ def _source_ts(source: dict[str, Any]) -> str | None:
     return _epoch(ts, 1000, "source.ts_ms")
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what a stored (bigint) integer column holds
+
+
 def _lsn(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
+    lsn: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, str) and "/" in value:  # textual pg_lsn "16/B374D848"
+        lsn = value
+    elif isinstance(value, str) and value.isdigit():
+        lsn = int(value)
+    elif isinstance(value, str) and "/" in value:  # textual pg_lsn "16/B374D848"
         hi, _, lo = value.partition("/")
         try:
-            return (int(hi, 16) << 32) | int(lo, 16)
+            lsn = (int(hi, 16) << 32) | int(lo, 16)
         except ValueError:
             return None
-    return None
+    if lsn is not None and not INT64_MIN <= lsn <= INT64_MAX:
+        # the order key stores it as a 64-bit integer: dead-letter it rather than append an
+        # event every projection that orders by lsn would fail on
+        raise DecodeError("undecodable source.lsn: out of the 64-bit integer range")
+    return lsn
 
 
 # ---------------------------------------------------------------- columns
@@ -355,7 +363,7 @@ def decode_row(spec: TableSpec, raw: dict[str, Any], schemas: dict[str, dict[str
         value = get(column)
         if value is None or value == _UNAVAILABLE:
             row[column] = None
-        elif type(value) is int:  # exact: a bool is not an int here
+        elif type(value) is int and INT64_MIN <= value <= INT64_MAX:  # not a bool: type()
             row[column] = value
         else:
             row[column] = decode_integer(column, value, _NO_SCHEMA)
@@ -453,10 +461,14 @@ def decode_text(column: str, value: Any, _schema: dict[str, Any]) -> str:
 
 def decode_integer(column: str, value: Any, _schema: dict[str, Any]) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise DecodeError(f"undecodable {column}: {_short(value)}")
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    else:
+        raise DecodeError(f"undecodable {column}: {_short(value)}")
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise DecodeError(f"undecodable {column}: out of the 64-bit integer range")
+    return number
 
 
 _PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,39})(?:\.[0-9]{1,24})?")
@@ -505,7 +517,9 @@ def _from_connect_bytes(value: Any, scale: int) -> Decimal:
     if not data:
         raise ValueError("empty")
     unscaled = int.from_bytes(data, "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
+    # built from its digits: exact (scaleb would round to the context's 28 digits)
+    sign, digits, _exponent = Decimal(unscaled).as_tuple()
+    return Decimal((sign, digits, -scale))
 
 
 _INT_UNITS = {
@@ -665,7 +679,7 @@ def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None
             raise _FALLBACK
     for column in integers:
         value = get(column)
-        if type(value) is int:
+        if type(value) is int and INT64_MIN <= value <= INT64_MAX:
             row[column] = value
         elif value is None or value == _UNAVAILABLE:
             row[column] = None
@@ -707,7 +721,7 @@ def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None
     _set_key(change, key)
     _set_row(change, row)
     _set_source_ts(change, None if ts is None else _epoch(ts, 1000, "source.ts_ms"))
-    _set_lsn(change, lsn if type(lsn) is int else _lsn(lsn))
+    _set_lsn(change, lsn if type(lsn) is int and INT64_MIN <= lsn <= INT64_MAX else _lsn(lsn))
     _set_source_tx(change, str(tx) if type(tx) is int else _text_or_none(tx))
     _set_snapshot(change, snapshot if type(snapshot) is str else _text_or_none(snapshot))
     return change

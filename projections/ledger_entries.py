@@ -57,7 +57,9 @@ def signed_amount(entry_type: str | None, amount: str | None) -> str | None:
     sign = SIGNS.get(entry_type or "")
     if sign is None or amount is None:
         return None
-    return format_decimal(Decimal(amount) * sign, "amount_signed")
+    number = Decimal(amount)
+    # copy_negate is exact; arithmetic would round to the context's 28 significant digits
+    return format_decimal(number.copy_negate() if sign < 0 else number, "amount_signed")
 
 
 def build_entry(

@@ -274,6 +274,59 @@ def test_connect_decimal_base64_with_scale(value: str, scale: int, expected: str
     assert change_of(raw).row["amount"] == expected
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["12345678901234567890.123456789012345678", "-99999999999999999999999999999999.999999"],
+)
+@pytest.mark.parametrize("name", ["Decimal", "VariableScaleDecimal"])
+def test_connect_decimals_past_28_digits_keep_every_digit(value: str, name: str) -> None:
+    """numeric(38, 18) and wider: no rounding to the decimal context's 28 digits."""
+    scale = len(value.partition(".")[2])
+    if name == "Decimal":
+        schema = {
+            "amount": {
+                "name": "org.apache.kafka.connect.data.Decimal",
+                "parameters": {"scale": str(scale)},
+            }
+        }
+        amount: Any = connect_decimal(value)
+    else:
+        schema = {"amount": {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"}}
+        amount = {"scale": scale, "value": connect_decimal(value)}
+    raw = wrapped(envelope(after=ledger_row(amount=amount, amount_signed=None)), schema)
+    change = change_of(raw)
+    assert change.row["amount"] == value
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("version", 2**63), ("version", -(2**63) - 1), ("version", str(2**70))],
+)
+def test_integers_past_64_bits_are_dead_letters(column: str, value: Any) -> None:
+    """A stored integer column is 64-bit: such a value would fail every projection that
+    orders by it, forever (the log is immutable) — it is refused at the door instead."""
+    raw = json.dumps(
+        {"op": "c", "source": {"table": "ledger_entries"}, "after": ledger_row(**{column: value})}
+    ).encode()
+    assert reason_of(raw) == f"undecodable {column}: out of the 64-bit integer range"
+    edge = ledger_row(version=2**63 - 1)
+    assert (
+        change_of(
+            json.dumps({"op": "c", "source": {"table": "ledger_entries"}, "after": edge}).encode()
+        ).row["version"]
+        == 2**63 - 1
+    )
+
+
+@pytest.mark.parametrize("lsn", [2**64, 2**63, "FFFFFFFF/FFFFFFFF", str(2**63)])
+def test_lsn_past_64_bits_is_a_dead_letter(lsn: Any) -> None:
+    source = {"table": "ledger_entries", "lsn": lsn}
+    raw = json.dumps({"op": "c", "source": source, "after": ledger_row()}).encode()
+    assert reason_of(raw) == "undecodable source.lsn: out of the 64-bit integer range"
+    ok = json.dumps({"op": "c", "source": {**source, "lsn": 2**63 - 1}, "after": ledger_row()})
+    assert change_of(ok.encode()).lsn == 2**63 - 1
+
+
 def test_variable_scale_decimal() -> None:
     schema = {"amount": {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"}}
     amount = {"scale": 3, "value": connect_decimal("12.345")}

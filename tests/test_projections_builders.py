@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -178,3 +179,20 @@ def test_pair_leg_rows(case: Any, version: int | None, updated: str | None) -> N
         reference_leg(event, current, version, updated),
         PAIR_LEGS.column_names,
     )
+
+
+@pytest.mark.parametrize(
+    ("entry_type", "amount", "expected"),
+    [
+        ("PAYMENT", "12345678901234567890.123456789", "-12345678901234567890.123456789"),
+        (
+            "RECEIVE",
+            "99999999999999999999999999999999.999999",
+            "99999999999999999999999999999999.999999",
+        ),
+        ("PAYMENT", "0.00", "0.00"),
+        ("PAYMENT", "-5.10", "5.10"),
+    ],
+)
+def test_signed_amount_is_exact_past_28_digits(entry_type: str, amount: str, expected: str) -> None:
+    assert signed_amount(entry_type, amount) == expected
