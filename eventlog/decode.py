@@ -114,6 +114,40 @@ def _reject_constant(name: str) -> Any:
 
 
 _JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _DuplicateKey
+    return found
+
+
+_PAIRS = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs, parse_float=Decimal, parse_constant=_reject_constant
+)
+
+
+def has_duplicate_keys(raw: bytes) -> bool:
+    """Whether an object in the JSON text ``raw`` names a key twice.
+
+    Every parser keeps the last value, so the earlier ones are invisible to the redaction
+    walk while still present in the bytes: such a document is never stored as received.
+    (Not JSON at all: ``False``; the caller's parse reports that.)
+    """
+    try:
+        _PAIRS.decode(raw.decode("utf-8"))
+    except _DuplicateKey:
+        return True
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return False
+    return False
+
+
 _CONTAINERS = (dict, list)
 
 
@@ -166,8 +200,9 @@ def parse(raw: bytes) -> Parsed | None:
 
     The whole envelope is redacted (``before``/``after`` and anything else beside them);
     ``redacted_paths`` are relative to it (``after.password``). Whenever a credential key
-    is present the stored bytes are the re-serialised, redacted document, so a credential
-    cannot survive in the received bytes (e.g. behind a duplicate key).
+    is present — or a key is named twice in one object — the stored bytes are the
+    re-serialised, redacted document, so a credential cannot survive in the received bytes
+    (in a copy a duplicate key shadows, say).
 
     orjson parses first; the redaction walk also notices floats, and only then is the
     value parsed again exactly (see :func:`load_json`) — one walk instead of two.
@@ -177,10 +212,25 @@ def parse(raw: bytes) -> Parsed | None:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _parse_doc(_load_exact(raw))  # orjson refuses ints past 64 bits
+        return _unhidden(_parse_doc(_load_exact(raw)), raw)  # orjson refuses ints past 64 bits
     parsed = _parse_doc(doc)
     if parsed is not None and parsed.inexact:
-        return _parse_doc(_load_exact(raw))
+        return _unhidden(_parse_doc(_load_exact(raw)), raw)
+    if parsed is None or parsed.rewritten or orjson.dumps(doc) == raw:
+        return parsed  # the usual case: the bytes are exactly the parse (nothing hidden)
+    if not has_duplicate_keys(raw):
+        return parsed
+    if _has_float(doc, 0):  # re-serialised: its numbers must be the exact ones
+        return _unhidden(_parse_doc(_load_exact(raw)), raw)
+    parsed.rewritten = True
+    return parsed
+
+
+def _unhidden(parsed: Parsed | None, raw: bytes) -> Parsed | None:
+    """``parsed``, to be stored re-serialised when ``raw`` hides values behind duplicate
+    keys (SPEC §2.5: a credential in a shadowed copy must not reach the log)."""
+    if parsed is not None and not parsed.rewritten and has_duplicate_keys(raw):
+        parsed.rewritten = True
     return parsed
 
 

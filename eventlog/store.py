@@ -34,7 +34,14 @@ from sqlalchemy import (
 )
 
 from eventlog.db import is_sqlite, write_tx
-from eventlog.decode import Change, change_of, decode_bytes, load_json, parse
+from eventlog.decode import (
+    Change,
+    change_of,
+    decode_bytes,
+    has_duplicate_keys,
+    load_json,
+    parse,
+)
 from eventlog.errors import DecodeError
 from eventlog.identity import GENESIS, chain_hash, dump_json, event_id
 from eventlog.metrics import count_ingest
@@ -196,8 +203,10 @@ def redact_raw(raw: bytes) -> bytes:
     try:
         doc = load_json(raw)
         found: list[str] = []
-        if isinstance(doc, dict | list) and redact_tree(doc, "", found):
-            return dump_json(doc)
+        if isinstance(doc, dict | list) and (
+            redact_tree(doc, "", found) or has_duplicate_keys(raw)
+        ):
+            return dump_json(doc)  # redacted, or without the copies a duplicate key hid
     except (DecodeError, orjson.JSONEncodeError, RecursionError):
         return redact_text(raw)
     return raw

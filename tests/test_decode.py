@@ -419,6 +419,48 @@ def test_duplicate_keys_keep_the_last_value_and_cannot_smuggle_a_credential() ->
     assert b"hunter2" not in outcome.payload
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # the credential sits in the copy the parser drops: the walk never sees it
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","meta":{"apiKey":"SEC"},"meta":{}}}',
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","password":"SEC"},"after":{"tx_id":"T1"}}',
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","amount":1.50,"x":{"token":"SEC"},"x":1}}',  # exact numbers
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","version":%d,"x":{"token":"SEC"},"x":1}}' % 2**62,
+    ],
+)
+def test_a_credential_behind_a_duplicate_key_never_lands(raw: bytes) -> None:
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert b"SEC" not in outcome.payload
+    assert outcome.payload == orjson.dumps(load_json(outcome.payload), default=str) or (
+        b"1.50" in outcome.payload  # exact numbers are re-serialised with their own text
+    )
+    assert outcome.change.key == "T1"
+    # the same bytes as a dead letter (unknown table) are stored without the hidden copy
+    rejected = prepare(raw.replace(b'"ledger_entries"', b'"nope"'))
+    assert isinstance(rejected, Rejected)
+    assert b"SEC" not in rejected.raw
+
+
+def test_documents_without_duplicates_are_stored_as_received() -> None:
+    raw = (
+        b'{"op":"c","source":{"table":"ledger_entries"},'
+        b'"after":{"tx_id":"T1","x":{"a":1},"y":{"a":2}}}'
+    )
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert outcome.payload == raw  # same key in two objects is not a duplicate
+    spaced = b'{"op": "c", "source": {"table": "ledger_entries"}, "after": {"tx_id": "T1"}}'
+    outcome = prepare(spaced)
+    assert isinstance(outcome, Prepared)
+    assert outcome.payload == spaced
+
+
 def test_very_deep_nesting_is_a_reason_not_a_crash() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     assert reason_of(deep).startswith("not JSON")

@@ -283,13 +283,13 @@ def test_the_whole_envelope_is_redacted_not_only_before_and_after() -> None:
 
 def test_stored_bytes_keep_exact_numbers_when_rewritten() -> None:
     raw = (
-        b'{"op":"c","source":{"table":"ledger_entries","lsn":18446744073709551617},'
+        b'{"op":"c","source":{"table":"ledger_entries","seq":18446744073709551617},'
         b'"after":{"tx_id":"T1","amount":12345678901234567.89,"rate":0.10,"pin":"1234"}}'
     )
     outcome = prepare(raw)
     assert isinstance(outcome, Prepared)
     assert outcome.payload == (
-        b'{"op":"c","source":{"table":"ledger_entries","lsn":18446744073709551617},'
+        b'{"op":"c","source":{"table":"ledger_entries","seq":18446744073709551617},'
         b'"after":{"tx_id":"T1","amount":12345678901234567.89,"rate":0.10,"pin":"[REDACTED]"}}'
     )
     assert outcome.change.row["amount"] == "12345678901234567.89"
