@@ -56,7 +56,8 @@ class Projection(ABC):
     version: ClassVar[int]
     tables: ClassVar[tuple[TableDef, ...]]  # the public table first
     sources: ClassVar[frozenset[str]]  # the log tables it folds (others are skipped unread)
-    revision: ClassVar[int] = 1  # bump when the fold's output changes for the same config
+    # bump when the fold's output changes for the same config (2: key-only deletes, 2026-11-30)
+    revision: ClassVar[int] = 2
     # (table, column) pairs ``prefetch`` reads through ``Reader.by_column``: a rebuild into
     # fresh tables remembers which values those columns hold, to skip lookups that cannot
     # find anything (one that is not declared is always looked up: correct, only slower)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from eventlog.decode import format_decimal
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, fold_entity, prefetch_entities
+from projections.lww import data_columns, fold_entity, lacks_order, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -32,6 +32,7 @@ LEDGER_ENTRIES = TableDef(
         ("version", "bigint"),
         ("deleted", "bool"),
         ("deleted_at", "text"),
+        ("key_only_delete", "bool"),  # deleted by a delete whose before held only the key
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
@@ -70,14 +71,16 @@ def build_entry(
     source = change.row
     deleted = change.op == "d"
     # the data columns: ``data_columns`` (which is the change's own row unless it deletes one)
-    get = (data_columns(event, current, _DATA) if deleted and current is not None else source).get
-    source_signed = source.get("amount_signed")
-    if source_signed is not None:
-        signed = source_signed
-    elif deleted and current is not None and source.get("amount") is None:
+    get = (data_columns(event, current, _DATA) if deleted else source).get
+    if deleted and current is not None and lacks_order(event):  # key-only: the row's own
         signed = current["amount_signed"]
     else:
-        signed = signed_amount(get("type"), get("amount"))
+        source_signed = source.get("amount_signed")
+        signed = (
+            source_signed
+            if source_signed is not None
+            else signed_amount(get("type"), get("amount"))
+        )
     return {
         "tx_id": change.key,
         "wallet_id": get("wallet_id"),
@@ -94,6 +97,7 @@ def build_entry(
         "version": version,
         "deleted": deleted,
         "deleted_at": change.source_ts if deleted else None,
+        "key_only_delete": deleted and lacks_order(event),
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,

@@ -3,17 +3,25 @@
 Order key = (version, updated_at, source.lsn, position), compared left to right, null
 lowest. A change replaces the current row iff its key is ≥ the current one.
 
-Deletes: the key comes from ``before``. Debezium's default replica identity sends only
-the primary key in ``before``; then ``version`` and ``updated_at`` are taken from the
-current row (a tie), so lsn and position decide — a delete wins ties by lsn/position.
+Deletes: the key comes from ``before``.
+
+* A **key-only** ``before`` (Debezium's default replica identity: it carries neither
+  ``version`` nor ``updated_at``; its other values are placeholders such as ``""`` and ``0``)
+  takes ``version``/``updated_at`` from the current row — a tie — so lsn and position
+  decide: the delete wins over the changes committed before it. The row keeps the deleted
+  data; a delete of an unknown key stores a tombstone with ``before``'s values.
+* A **full** ``before`` image (REPLICA IDENTITY FULL) is the deleted row: its own order
+  key (plain last-writer-wins), and its values as they are (nulls too) become the deleted
+  row's data.
+
 A winning delete keeps the row (``deleted`` true, ``deleted_at`` = the delete's commit
-time). Its data: when ``before`` is a row image (it carries version or updated_at),
-``before``'s non-null values over the previous row's; when it is key-only, the previous
-row's — the other values of a key-only image are placeholders (Debezium fills required
-columns with defaults such as ``""`` and ``0``) and must not overwrite what was deleted.
-A delete of an
-unknown key stores a tombstone, so an older create arriving late does not resurrect it
-when version/lsn say it is older.
+time; ``key_only_delete`` for the first kind). A change that reaches a row deleted by a
+key-only delete but was committed before it (lower lsn/position) and is newer than the
+row's data does not bring the row back: it only becomes the deleted row's data — exactly
+what the row would hold had the events arrived in commit order. So the result does not depend on arrival order whenever
+the source's versions follow its commit order (the OLTP invariant). A change committed
+after the delete with a higher order key brings the row back (a re-insert); without
+``source.lsn`` the log position stands for commit order.
 """
 
 from __future__ import annotations
@@ -47,14 +55,11 @@ def row_key(row: Row) -> OrderKey:
 
 
 def effective_version(event: LoggedEvent, current: Row | None) -> tuple[int | None, str | None]:
-    """``version``/``updated_at`` of a change; a delete borrows missing ones from the row."""
+    """``version``/``updated_at`` of a change; a key-only delete borrows the row's."""
     row = event.change.row
     version, updated = row.get("version"), row.get("updated_at")
-    if event.change.op == "d" and current is not None:
-        if version is None:
-            version = current["version"]
-        if updated is None:
-            updated = current["updated_at"]
+    if event.change.op == "d" and current is not None and version is None and updated is None:
+        version, updated = current["version"], current["updated_at"]
     return version, updated
 
 
@@ -64,24 +69,45 @@ def lacks_order(event: LoggedEvent) -> bool:
     return row.get("version") is None and row.get("updated_at") is None
 
 
+# what a deleted row keeps when a change committed before its delete arrives late
+_DELETION = ("deleted", "deleted_at", "key_only_delete", "source_ts", "lsn", "position")
+
+
+def _commit_order(lsn: int | None, position: int) -> tuple[bool, int, int]:
+    """Where a change sits in the source's commit order: lsn (null lowest), then position."""
+    return (lsn is not None, lsn if lsn is not None else 0, position)
+
+
 def merge(event: LoggedEvent, current: Row | None, build: Builder) -> Row | None:
     """The new row if ``event`` wins over ``current``, else ``None``."""
     version, updated = effective_version(event, current)
-    if current is not None:
-        incoming = order_key(version, updated, event.change.lsn, event.position)
-        if incoming < row_key(current):
-            return None
-    return build(event, current, version, updated)
+    if current is None:
+        return build(event, None, version, updated)
+    change = event.change
+    incoming = order_key(version, updated, change.lsn, event.position)
+    if incoming < row_key(current):
+        return None
+    row = build(event, current, version, updated)
+    if (
+        change.op != "d"
+        and current["key_only_delete"]
+        and _commit_order(change.lsn, event.position)
+        < _commit_order(current["lsn"], current["position"])
+    ):
+        # committed before the delete: newer data for the deleted row, not a re-insert
+        for column in _DELETION:
+            row[column] = current[column]
+    return row
 
 
 def data_columns(event: LoggedEvent, current: Row | None, columns: Sequence[str]) -> dict[str, Any]:
-    """The data a change carries: ``after`` as is; for a delete see the module docstring."""
+    """The data a change carries: ``after`` as is; for a delete see the module docstring
+    (a key-only image: the deleted row's data; a full image, or the delete of an unknown
+    key: its own values, nulls included)."""
     source = event.change.row
-    if event.change.op != "d" or current is None:
-        return {c: source.get(c) for c in columns}
-    if lacks_order(event):  # key-only image: keep the deleted row's data
+    if event.change.op == "d" and current is not None and lacks_order(event):
         return {c: current.get(c) for c in columns}
-    return {c: source.get(c) if source.get(c) is not None else current.get(c) for c in columns}
+    return {c: source.get(c) for c in columns}
 
 
 def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) -> dict[str, Any]:
@@ -92,6 +118,7 @@ def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) 
         "version": version,
         "deleted": deleted,
         "deleted_at": event.change.source_ts if deleted else None,
+        "key_only_delete": deleted and lacks_order(event),
         "source_ts": event.change.source_ts,
         "lsn": event.change.lsn,
         "position": event.position,

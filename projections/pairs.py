@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, merge, prefetch_entities
+from projections.lww import data_columns, lacks_order, merge, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -54,6 +54,7 @@ PAIR_LEGS = TableDef(
         ("version", "bigint"),
         ("deleted", "bool"),
         ("deleted_at", "text"),
+        ("key_only_delete", "bool"),  # deleted by a delete whose before held only the key
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
@@ -72,7 +73,7 @@ def build_leg(
 ) -> Row:
     change = event.change
     deleted = change.op == "d"
-    source = data_columns(event, current, _LEG_DATA) if deleted and current is not None else None
+    source = data_columns(event, current, _LEG_DATA) if deleted else None
     get = (change.row if source is None else source).get
     return {  # columns in table order
         "tx_id": change.key,
@@ -85,6 +86,7 @@ def build_leg(
         "version": version,
         "deleted": deleted,
         "deleted_at": change.source_ts if deleted else None,
+        "key_only_delete": deleted and lacks_order(event),
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,

@@ -11,7 +11,7 @@ from typing import Any
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import Builder, data_columns, fold_entity, prefetch_entities
+from projections.lww import Builder, data_columns, fold_entity, lacks_order, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "payment_orders"
@@ -35,6 +35,7 @@ PAYMENT_ORDERS = TableDef(
         ("version", "bigint"),
         ("deleted", "bool"),
         ("deleted_at", "text"),
+        ("key_only_delete", "bool"),  # deleted by a delete whose before held only the key
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
@@ -62,7 +63,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
     ) -> Row:
         change = event.change
         deleted = change.op == "d"
-        source = data_columns(event, current, _DATA) if deleted and current is not None else None
+        source = data_columns(event, current, _DATA) if deleted else None
         get = (change.row if source is None else source).get
         status = get("status")
         return {  # columns in table order
@@ -81,6 +82,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
             "version": version,
             "deleted": deleted,
             "deleted_at": change.source_ts if deleted else None,
+            "key_only_delete": deleted and lacks_order(event),
             "source_ts": change.source_ts,
             "lsn": change.lsn,
             "position": event.position,

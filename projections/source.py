@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from eventlog.db import is_sqlite
-from eventlog.decode import decode_stored
+from eventlog.decode import Change, decode_stored
+from eventlog.errors import DecodeError
 from eventlog.schema import LOG_SCHEMA, events
 from eventlog.store import LoggedEvent
 
@@ -60,11 +61,34 @@ def _range_query(tables: tuple[str, ...]) -> Any:
     )
 
 
+class UndecodableEvent(Exception):
+    """A stored event the current decoder refuses — the log was written by an earlier, more
+    permissive one — pinned to its position (a builder error there: the projection fails
+    at that event, never skips it)."""
+
+    def __init__(self, position: int, error: str) -> None:
+        super().__init__(position, error)  # picklable: a rebuild worker sends it back
+        self.position = position
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"the stored event at position {self.position} does not decode: {self.error}"
+
+
+def decode_one(position: int, payload: bytes, columns: frozenset[str] | None = None) -> Change:
+    """:func:`eventlog.decode.decode_stored`, its failure pinned to ``position``."""
+    try:
+        return decode_stored(payload, columns)
+    except DecodeError as exc:
+        raise UndecodableEvent(position, str(exc)) from exc
+
+
 def decode_rows(
     rows: Iterable[Sequence[Any]], columns: frozenset[str] | None = None
 ) -> list[LoggedEvent]:
     """Events of stored rows whose first three values are position, payload, ingested_at
-    (``columns``: see :func:`eventlog.decode.decode_stored`)."""
+    (``columns``: see :func:`eventlog.decode.decode_stored`); :class:`UndecodableEvent`
+    for one the decoder refuses."""
     out: list[LoggedEvent] = []
     append = out.append
     for position, payload, at, *_ in rows:
@@ -72,7 +96,10 @@ def decode_rows(
         # costs a microsecond more per event on this hot path
         event = _new(LoggedEvent)
         _set_position(event, position)
-        _set_change(event, decode_stored(payload, columns))
+        try:
+            _set_change(event, decode_stored(payload, columns))
+        except DecodeError as exc:
+            raise UndecodableEvent(position, str(exc)) from exc
         _set_at(event, at)
         append(event)
     return out

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from projections import registry
 from projections.base import Projection
 from projections.checksum import table_checksum
 from projections.runner import TRANSIENT
-from projections.source import read_range
+from projections.source import UndecodableEvent, read_range
 from projections.store import (
     ACTIVE,
     BUILDING,
@@ -64,7 +65,7 @@ from projections.store import (
     tables_exist,
     tables_for,
 )
-from rebuild.batches import RebuildFailed, apply_events
+from rebuild.batches import RebuildFailed, apply_events, describe
 from rebuild.decoding import parallel_batches
 from rebuild.fresh import Written
 from rebuild.locks import projection_lock
@@ -161,7 +162,7 @@ def replay(
         ranges = parallel_batches(engine, after, head, batch, workers, projection.sources)
     else:
         ranges = _serial_batches(engine, after, head, batch, projection.sources)
-    with gc_paused():
+    with gc_paused(), _pinned(projection):
         for upto, events in ranges:
             if events:
                 changes = apply_events(engine, projection, tables, events, written)
@@ -170,6 +171,15 @@ def replay(
             if progress is not None:
                 progress(position, head)
     return position, rows
+
+
+@contextmanager
+def _pinned(projection: Projection) -> Iterator[None]:
+    """A stored event the decoder refuses fails the rebuild at its position (exit 1)."""
+    try:
+        yield
+    except UndecodableEvent as exc:
+        raise RebuildFailed(projection, exc.position, describe(exc)) from exc
 
 
 def auto_workers(engine: Engine, positions: int, *, partitioned: bool = False) -> int:
@@ -209,7 +219,8 @@ def _tail(conn: Connection, projection: Projection, tables: Tables, after: int) 
     head = head_position(conn)
     for start in range(after, head, BATCH):
         position = min(start + BATCH, head)
-        events = read_range(conn, start, position, projection.sources)
+        with _pinned(projection):
+            events = read_range(conn, start, position, projection.sources)
         if not events:
             continue
         try:

@@ -25,9 +25,9 @@ import orjson
 from sqlalchemy import Engine
 
 from eventlog.db import is_sqlite
-from eventlog.decode import Change, decode_stored
+from eventlog.decode import Change
 from eventlog.store import LoggedEvent
-from projections.source import READ_SQL, RawRow, read_raw
+from projections.source import READ_SQL, RawRow, decode_one, read_raw
 
 _AHEAD = 3  # batches decoded ahead of the one being applied
 # (position, ingested_at, table, op, key, row, source_ts, lsn, source_tx, snapshot)
@@ -56,7 +56,7 @@ def pack(rows: list[RawRow]) -> bytes:
     out: list[Packed] = []
     append = out.append
     for position, payload, at in rows:
-        c = decode_stored(payload)
+        c = decode_one(position, payload)
         append(
             (position, at, c.table, c.op, c.key, c.row, c.source_ts, c.lsn, c.source_tx, c.snapshot)
         )

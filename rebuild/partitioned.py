@@ -47,7 +47,7 @@ from eventlog.gcpause import gc_paused
 from eventlog.schema import LOG_SCHEMA
 from eventlog.store import LoggedEvent
 from projections.base import Projection
-from projections.source import decode_rows
+from projections.source import UndecodableEvent, decode_rows
 from projections.store import tables_for
 from projections.tables import qualified
 from rebuild.batches import RebuildFailed, apply_events, describe
@@ -246,6 +246,8 @@ def _work(
         messages.put(("mismatch", part, str(exc)))
     except RebuildFailed as exc:
         messages.put(("failed", part, exc.position, exc.error))
+    except UndecodableEvent as exc:
+        messages.put(("failed", part, exc.position, describe(exc)))
     except BaseException as exc:  # reported, then this process ends
         messages.put(("error", part, describe(exc)))
     finally:

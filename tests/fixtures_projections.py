@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from eventlog.store import AppendResult, EventLog, SourceRef, prepare
+from eventlog.store import AppendResult, EventLog, Prepared, SourceRef, prepare
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -104,3 +105,20 @@ def append(engine: Engine, lines: Iterable[bytes]) -> AppendResult:
     """Append lines through the real path (prepare + EventLog.append)."""
     outcomes = [prepare(line, SourceRef(file="test", line=i)) for i, line in enumerate(lines, 1)]
     return EventLog(engine).append(outcomes)
+
+
+def append_refused(engine: Engine, line: bytes, stored: bytes) -> AppendResult:
+    """Append ``line`` with ``stored`` as its bytes: an event that a log written by an
+    earlier, more permissive decoder holds and the current one refuses (a version past
+    64 bits, say) — every projection that reads it must fail at its position."""
+    outcome = prepare(line, SourceRef(file="test", line=1))
+    assert isinstance(outcome, Prepared), outcome
+    return EventLog(engine).append([dataclasses.replace(outcome, payload=stored)])
+
+
+def huge_version(key: str, **envelope: Any) -> tuple[bytes, bytes]:
+    """(an event, the same with a version no 64-bit column holds): for :func:`append_refused`."""
+    return (
+        event("ledger_entries", "c", ledger_row(key, version=1), **envelope),
+        event("ledger_entries", "c", ledger_row(key, version=2**70), **envelope),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -121,16 +122,46 @@ def test_recreate_after_delete_with_newer_version_is_live_again() -> None:
 
 
 def test_delete_of_unknown_key_keeps_tombstone_against_older_create() -> None:
-    out = replay(
-        logged(
-            event(L, "d", {"tx_id": "T9", "wallet_id": "W9"}, lsn=50),
-            event(L, "c", ledger_row("T9", wallet="W1"), lsn=10),
-        )
-    )
-    row = out.tx("T9")
-    assert row is not None
-    assert row["deleted"] is True
-    assert row["wallet_id"] == "W9"
+    """The create committed before the delete (lsn) arrives late: it becomes the deleted
+    row's data, never a live row — the same row as in commit order."""
+    delete = event(L, "d", {"tx_id": "T9", "wallet_id": "W9"}, lsn=50, ts=5)
+    create = event(L, "c", ledger_row("T9", wallet="W1", version=3), lsn=10, ts=1)
+    late = replay(logged(delete, create)).tx("T9")
+    in_order = replay(logged(create, delete)).tx("T9")
+    assert late is not None
+    assert in_order is not None
+    assert late["deleted"] is True
+    assert late["wallet_id"] == "W1"  # a key-only image's other values are placeholders
+    assert late["deleted_at"] == in_order["deleted_at"] == "2026-01-01T00:00:05.000000Z"
+    assert {k: v for k, v in late.items() if k != "position"} == {
+        k: v for k, v in in_order.items() if k != "position"
+    }
+    alone = replay(logged(delete)).tx("T9")  # a tombstone: what its before image holds
+    assert alone is not None
+    assert (alone["deleted"], alone["wallet_id"], alone["amount"]) == (True, "W9", None)
+
+
+@pytest.mark.parametrize("delete_before", [{"tx_id": "T5"}, "full"])
+def test_a_delete_wins_in_every_arrival_order(delete_before: Any) -> None:
+    """create v1, update v2, delete (key-only or full image, nulls included): every arrival
+    order gives the row of commit order (SPEC §4.1: reordering changes nothing)."""
+    v1 = ledger_row("T5", version=1, related_id="O1", status="POSTED")
+    v2 = ledger_row("T5", version=2, related_id=None, status=None, amount="7.00")
+    image = v2 if delete_before == "full" else delete_before
+    history = [
+        event(L, "c", v1, lsn=11, ts=1),
+        event(L, "u", v2, lsn=21, ts=2),
+        event(L, "d", image, lsn=31, ts=3),
+    ]
+    rows = []
+    for order in itertools.permutations(history):
+        row = replay(logged(*order)).tx("T5")
+        assert row is not None
+        rows.append({k: v for k, v in row.items() if k != "position"})
+    assert all(row == rows[0] for row in rows)
+    assert rows[0]["deleted"] is True
+    assert (rows[0]["version"], rows[0]["related_id"], rows[0]["amount"]) == (2, None, "7.00")
+    assert rows[0]["amount_signed"] == "-7.00"
 
 
 @pytest.mark.parametrize(

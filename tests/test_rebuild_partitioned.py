@@ -32,7 +32,7 @@ from rebuild.build import build
 from rebuild.compare import verify
 from rebuild.partitioned import WorkerFailed, _collect, _context
 from tests.fixtures_eventlog import golden_lines
-from tests.fixtures_projections import append, event, ledger_row
+from tests.fixtures_projections import append, append_refused, huge_version
 from tests.test_rebuild_fast import fill
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -98,10 +98,10 @@ def test_a_builder_error_is_reported_at_the_earliest_position(
     first = next(k for k in keys if partition_of(engine, f"{L}:{k}", parts) != 0)
     second = next(k for k in keys if partition_of(engine, f"{L}:{k}", parts) == 0)
     # the later failure sits in partition 0, the earlier one elsewhere
-    append(engine, [event(L, "c", ledger_row(first, version=2**70))])
+    append_refused(engine, *huge_version(first))
     with engine.connect() as conn:
         position = conn.execute(text("SELECT max(position) FROM eventlog.events")).scalar_one()
-    append(engine, [event(L, "c", ledger_row(second, version=2**70))])
+    append_refused(engine, *huge_version(second))
     with pytest.raises(RebuildFailed) as failed:
         build(engine, None, "ledger_entries", batch=5, workers=parts)
     assert failed.value.position == position

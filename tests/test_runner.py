@@ -21,7 +21,14 @@ from projections.runner import Runner
 from projections.status import status
 from projections.tables import view_table
 from rebuild.compare import verify
-from tests.fixtures_projections import append, event, ledger_row, order_row
+from tests.fixtures_projections import (
+    append,
+    append_refused,
+    event,
+    huge_version,
+    ledger_row,
+    order_row,
+)
 
 L, P = "ledger_entries", "payment_orders"
 
@@ -88,16 +95,12 @@ def test_second_pass_applies_only_new_events(migrated: Engine) -> None:
 
 
 def test_builder_error_fails_only_that_projection_and_never_skips(migrated: Engine) -> None:
-    huge = 2**70  # decodes, but no database integer column can hold it
     append(
         migrated,
-        [
-            event(L, "c", ledger_row("T1", version=1), lsn=1),
-            event(P, "c", order_row("O1")),
-            event(L, "c", ledger_row("T2", version=huge), lsn=2),
-            event(L, "c", ledger_row("T3", version=1), lsn=3),
-        ],
+        [event(L, "c", ledger_row("T1", version=1), lsn=1), event(P, "c", order_row("O1"))],
     )
+    append_refused(migrated, *huge_version("T2", lsn=2))  # logged, but no longer decodes
+    append(migrated, [event(L, "c", ledger_row("T3", version=1), lsn=3)])
     summary = Runner(migrated, None, batch=10).run_once()
     assert sorted(summary["failed"]) == ["ledger_entries.v1", "pairs.v1"]
     states = by_name(migrated)
@@ -340,7 +343,7 @@ def test_bo_ingest_and_project_cli(
     out = orjson.loads(capsys.readouterr().out)
     assert code == 0
     assert {p["position"] for p in out["projections"]} == {4}
-    append(migrated, [event(L, "c", ledger_row("TX", version=2**70))])
+    append_refused(migrated, *huge_version("TX"))
     code = _run(monkeypatch, cli.app, ["bo", "project", "--once"])
     printed = capsys.readouterr().out
     assert code == 1

@@ -166,6 +166,15 @@ SCENARIOS: dict[str, list[Any]] = {
         env(L, "c", REC, ts=2, lsn=11),
         env(L, "d", {"tx_id": "T2"}, ts=5, lsn=50),
     ],
+    # a key-only delete (lsn 50) that arrives before the update it follows (v2, lsn 30):
+    # T2 stays deleted — v2's data (wallet W3), deleted_at 00:00:05 — exactly as in commit
+    # order; pair O1 has only T1 left: INCOMPLETE
+    "key_only_delete_before_its_update": [
+        env(L, "c", leg("T1", "PAYMENT", "O1", version=1), ts=1, lsn=10),
+        env(L, "c", leg("T2", "RECEIVE", "O1", wallet="W2", version=1), ts=2, lsn=11),
+        env(L, "d", {"tx_id": "T2"}, ts=5, lsn=50),
+        env(L, "u", leg("T2", "RECEIVE", "O1", wallet="W3", version=2), ts=3, lsn=30),
+    ],
     # delete of a never-seen row leaves a tombstone; the older create (lower lsn) arriving
     # later does not resurrect it; an order deleted with a full `before` image
     "delete_of_an_unknown_row": [
