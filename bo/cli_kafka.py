@@ -15,6 +15,7 @@ from bo.wiring import bootstrap
 from eventlog.backfill import backfill, parse_tables
 from eventlog.db import make_engine
 from eventlog.errors import UsageError
+from eventlog.gcpause import freeze_startup
 from eventlog.kafka import ConsumerConfig, SyncConsumer, check_kafka_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -66,6 +67,7 @@ def consume(
     engine = make_engine(c.settings.database_url, pre_ping=False)
     stop = threading.Event()
     previous = _on_signals(stop)
+    freeze_startup()
     started = time.monotonic()
     try:
         consumer = SyncConsumer(

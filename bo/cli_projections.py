@@ -10,6 +10,7 @@ import typer
 
 from bo.output import EXIT_CHECK, EXIT_OK, emit
 from bo.wiring import Container
+from eventlog.gcpause import freeze_startup
 from projections.runner import Runner
 
 
@@ -39,6 +40,7 @@ def project(
     c = container()
     c.require_database()
     runner = Runner(c.engine, c.settings)
+    freeze_startup()
     retried = runner.retry_failed() if retry_failed else []
     if not once:
         stop = threading.Event()

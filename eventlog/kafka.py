@@ -56,6 +56,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from eventlog.db import is_sqlite, write_tx
 from eventlog.errors import BoError, ConfigError, DatabaseUnavailable
+from eventlog.gcpause import gc_paused
 from eventlog.metrics import CONSUMER_LAG, count_ingest
 from eventlog.schema import consumer_heartbeats, kafka_offsets
 from eventlog.settings import Settings
@@ -622,6 +623,13 @@ class SyncConsumer:
     # -- one turn of the loop
 
     def _step(self) -> None:
+        # No cyclic collection inside a turn: a batch's records are freed by reference
+        # counting; the collector then runs at most once per turn, not every 700
+        # allocations over the whole read-ahead (2.5-4 µs of CPU per record before).
+        with gc_paused():
+            self._turn()
+
+    def _turn(self) -> None:
         try:
             if self.paused_for_db:
                 self._retry_after_db_outage()

@@ -18,8 +18,9 @@ A winning delete keeps the row (``deleted`` true, ``deleted_at`` = the delete's 
 time; ``key_only_delete`` for the first kind). A change that reaches a row deleted by a
 key-only delete but was committed before it (lower lsn/position) and is newer than the
 row's data does not bring the row back: it only becomes the deleted row's data — exactly
-what the row would hold had the events arrived in commit order. So the result does not depend on arrival order whenever
-the source's versions follow its commit order (the OLTP invariant). A change committed
+what the row would hold had the events arrived in commit order. So the result does not
+depend on arrival order whenever the source's versions follow its commit order (the OLTP
+invariant). A change committed
 after the delete with a higher order key brings the row back (a re-insert); without
 ``source.lsn`` the log position stands for commit order.
 """

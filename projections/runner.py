@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from eventlog.db import is_sqlite, read_tx, write_connection, write_tx
+from eventlog.gcpause import gc_paused
 from eventlog.metrics import FRESHNESS, VERSION_MISSING
 from eventlog.settings import Settings
 from eventlog.store import NOTIFY_CHANNEL, LoggedEvent, head_position
@@ -156,7 +157,10 @@ class Runner:
         cache = _BatchCache()
         # The pass's steps are transactions of their own on one connection: one pool
         # checkout (and pre-ping) per pass, not per step — most of a small pass's cost.
-        with write_connection(self.engine) as conn:
+        # No cyclic collection during the pass (it ends at the head it started with): its
+        # decoded batches are freed by reference counting, and the collector walking them
+        # cost ~3 µs per event during a catch-up.
+        with gc_paused(), write_connection(self.engine) as conn:
             while pending:
                 for projection, item in list(pending):
                     going = self._advance_one(conn, projection, item, head, careful, cache)
