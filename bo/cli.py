@@ -24,6 +24,7 @@ from eventlog.deadletters import (
     show_dead_letter,
 )
 from eventlog.errors import BoError, ChainBroken, ConfigError, UsageError
+from eventlog.gcpause import freeze_startup
 from eventlog.ingest import check_files, default_workers, ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from eventlog.store import AppendResult
@@ -91,6 +92,7 @@ def ingest(
     check_files(files)
     c = container()
     c.require_database()
+    freeze_startup()  # before the prepare workers fork: see eventlog.gcpause
     total = AppendResult()
     started = time.monotonic()
     for name in files:
