@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from eventlog.errors import DecodeError
-from eventlog.redact import MAX_DEPTH, scan_tree
+from eventlog.redact import MAX_DEPTH, redact_at, scan_tree
 
 MAX_EVENT_BYTES = 1024 * 1024
 OPS = frozenset({"c", "u", "d", "r"})
@@ -198,6 +198,10 @@ def _load_exact(raw: bytes) -> Any:
 def parse(raw: bytes) -> Parsed | None:
     """Parse and redact one received value; ``None`` means a tombstone (JSON ``null``).
 
+    Besides the keys of the envelope's objects, the keys inside JSON carried as text —
+    Debezium sends ``json``/``jsonb`` columns as strings — are redacted too
+    (:func:`redact_json_text`); such a value is then stored re-serialised.
+
     The whole envelope is redacted (``before``/``after`` and anything else beside them);
     ``redacted_paths`` are relative to it (``after.password``). Whenever a credential key
     is present — or a key is named twice in one object — the stored bytes are the
@@ -207,6 +211,55 @@ def parse(raw: bytes) -> Parsed | None:
     orjson parses first; the redaction walk also notices floats, and only then is the
     value parsed again exactly (see :func:`load_json`) — one walk instead of two.
     """
+    parsed = _parse(raw)
+    if (
+        parsed is not None
+        and _may_hold_json_text(raw)
+        and redact_json_text(parsed.envelope, parsed.redacted_paths)
+    ):
+        parsed.rewritten = True
+    return parsed
+
+
+def _may_hold_json_text(raw: bytes) -> bool:
+    """Whether a string value may hold a JSON object (``"{``, or ``"[{`` for an array of
+    them): what Debezium makes of a json/jsonb column. Otherwise no string is looked at."""
+    return b'"{' in raw or b'"[{' in raw
+
+
+def redact_json_text(value: Any, found: list[str], parts: list[str | int] | None = None) -> bool:
+    """Redact credentials inside strings of ``value`` that are JSON objects or arrays (in
+    place: such a string is replaced by its redacted JSON); True if one changed. Paths go
+    on through the text (``after.meta.password``)."""
+    changed = False
+    here = parts or []
+    if len(here) > MAX_DEPTH:
+        return False
+    items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+    for key, child in items:
+        where = [*here, key]
+        if type(child) is str:
+            if child[:1] not in ("{", "["):
+                continue
+            try:
+                inner = _JSON.decode(child)  # exact numbers, as load_json
+            except (ValueError, RecursionError):
+                continue  # text that only looks like JSON
+            if not isinstance(inner, dict | list):
+                continue
+            hit = redact_at(inner, where, found)
+            hit = redact_json_text(inner, found, where) or hit
+            if hit or has_duplicate_keys(child.encode()):  # nothing hidden in the text either
+                from eventlog.identity import dump_json  # identity imports this module
+
+                value[key] = dump_json(inner).decode()
+                changed = True
+        elif isinstance(child, dict | list):
+            changed = redact_json_text(child, found, where) or changed
+    return changed
+
+
+def _parse(raw: bytes) -> Parsed | None:
     if len(raw) > MAX_EVENT_BYTES:
         raise DecodeError(f"value over 1 MiB ({len(raw)} bytes)")
     try:

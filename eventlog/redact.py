@@ -74,6 +74,11 @@ def redact_tree(value: Any, path: str, found: list[str]) -> bool:
     return _redact(value, parts, found, [False])
 
 
+def redact_at(value: Any, parts: list[str | int], found: list[str]) -> bool:
+    """:func:`redact_tree` of a value found at ``parts`` (its paths continue from there)."""
+    return _redact(value, list(parts), found, [False])
+
+
 def scan_tree(value: Any, found: list[str]) -> tuple[bool, bool]:
     """:func:`redact_tree` from the root that also tells whether it met a float.
 

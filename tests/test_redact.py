@@ -293,3 +293,49 @@ def test_stored_bytes_keep_exact_numbers_when_rewritten() -> None:
         b'"after":{"tx_id":"T1","amount":12345678901234567.89,"rate":0.10,"pin":"[REDACTED]"}}'
     )
     assert outcome.change.row["amount"] == "12345678901234567.89"
+
+
+# ---------------------------------------------------------------- JSON carried as text
+
+
+def _with_meta(meta: Any, table: str = "ledger_entries") -> bytes:
+    """A change whose ``meta`` column holds ``meta`` as JSON text (a json/jsonb column)."""
+    row = {
+        **ledger_row(),
+        "meta": orjson.dumps(meta).decode() if not isinstance(meta, str) else meta,
+    }
+    doc = {"op": "c", "source": {"table": table, "sequence": '["1","2"]'}, "after": row}
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("meta", "paths"),
+    [
+        ({"password": "SEC", "n": 1}, ["after.meta.password"]),
+        ([{"apiKey": "SEC"}, {"ok": 1}], ["after.meta[0].apiKey"]),
+        ({"inner": '{"token": "SEC"}'}, ["after.meta.inner.token"]),  # text within text
+        ('{"pin": "SEC", "pin": "x"}', ["after.meta.pin"]),  # a duplicate key inside the text
+    ],
+)
+def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) -> None:
+    """Debezium sends json/jsonb columns as strings: their keys are keys of ``after`` too
+    (SPEC §2.5), in the log and in dead letters."""
+    outcome = prepare(_with_meta(meta))
+    assert isinstance(outcome, Prepared)
+    assert b"SEC" not in outcome.payload
+    assert outcome.redacted_paths == paths
+    stored = orjson.loads(outcome.payload)["after"]["meta"]
+    assert REDACTED in stored
+    assert orjson.loads(stored)  # still JSON text
+    rejected = prepare(_with_meta(meta, table="nope"))
+    assert isinstance(rejected, Rejected)
+    assert b"SEC" not in rejected.raw
+
+
+@pytest.mark.parametrize("meta", ["{not json", '{"a": 1}', "[1, 2]", '[{"b": 2.50}]'])
+def test_json_text_without_credentials_is_stored_as_received(meta: str) -> None:
+    raw = _with_meta(meta)
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared)
+    assert outcome.payload == raw
+    assert outcome.redacted_paths == []
