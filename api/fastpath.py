@@ -61,7 +61,7 @@ class TxFastPath:
     def _learn(self, scope: Scope) -> None:
         route = scope.get("route")
         if getattr(route, "name", None) == ROUTE_NAME and getattr(route, "path", "") == (
-            PREFIX + "{tx_id}"
+            PREFIX + "{tx_id:anyid}"
         ):
             self.route = route
 

@@ -47,7 +47,7 @@ def is_admin(path: str) -> bool:
 def route_label(scope: Scope) -> str:
     """The route template (``/admin/tx/{tx_id}``), never the raw path: no ids in metrics."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)  # "{tx_id}", not "{tx_id:anyid}"
     return path if isinstance(path, str) else "unmatched"
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import AfterValidator, BeforeValidator
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from api import models
 from api.audit import AuditFilter
@@ -22,6 +23,23 @@ from api.service import AsOf
 from eventlog.timeutil import format_ts
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class _AnyId(Convertor[str]):
+    """A path id as the client sent it, empty or with ``/`` (``%2F``) or line breaks
+    included: the route matches, and the id's validation answers 422 (SPEC §6: an id
+    that is not 1-128 of ``[A-Za-z0-9._:-]`` is a 422, not an unknown path)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anyid", _AnyId())
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -77,7 +95,7 @@ def _text(value: datetime | None) -> str | None:
     return None if value is None else format_ts(value)
 
 
-@admin.get("/tx/{tx_id}", name="tx", response_model=models.TxDetail)
+@admin.get("/tx/{tx_id:anyid}", name="tx", response_model=models.TxDetail)
 async def get_tx(
     tx_id: TxId, state: State, as_of: AsOfTime = None, as_of_position: AsOfPosition = None
 ) -> Any:
@@ -88,7 +106,7 @@ async def get_tx(
 
 
 @admin.get(
-    "/payment-orders/{order_id}",
+    "/payment-orders/{order_id:anyid}",
     name="payment_order",
     response_model=models.OrderDetail,
 )
@@ -100,7 +118,7 @@ def get_payment_order(
 
 
 @admin.get(
-    "/wallets/{wallet_id}/tx",
+    "/wallets/{wallet_id:anyid}/tx",
     name="wallet_tx",
     response_model=models.WalletPage,
 )

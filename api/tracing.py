@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.middleware import route_label
 from eventlog.errors import ConfigError
 
 ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -58,7 +59,7 @@ class TracingMiddleware:
             try:
                 await self.app(scope, receive, send)
             finally:
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                route = route_label(scope)
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
                 span.set_attribute("bo.request_id", str(scope.get("bo.request_id", "")))
