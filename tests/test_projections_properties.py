@@ -34,6 +34,18 @@ RELATED_TYPES = (None, "PAYMENT_ORDER", "REFUND")
 STATUSES = ("CREATED", "SETTLED", "FAILED")
 
 
+def drawn_row(draw: Any, tx: str, version: int, **columns: Any) -> dict[str, Any]:
+    """A ledger row for ``tx`` at ``version`` with drawn type, pairing and amount."""
+    return ledger_row(
+        tx,
+        type=draw(st.sampled_from(TYPES)),
+        related_id=draw(st.sampled_from((*ORDERS, None))),
+        related_type=draw(st.sampled_from(RELATED_TYPES)),
+        version=version,
+        **columns,
+    )
+
+
 @st.composite
 def versioned_changes(draw: Any) -> list[bytes]:
     """Changes with a distinct (version, lsn) per key: their order must not matter.
@@ -46,14 +58,12 @@ def versioned_changes(draw: Any) -> list[bytes]:
         versions = draw(st.lists(st.integers(1, 50), min_size=1, max_size=4, unique=True))
         for version in versions:
             lsn += 1
-            row = ledger_row(
+            row = drawn_row(
+                draw,
                 tx,
-                type=draw(st.sampled_from(TYPES)),
-                related_id=draw(st.sampled_from((*ORDERS, None))),
-                related_type=draw(st.sampled_from(RELATED_TYPES)),
+                version,
                 wallet=draw(st.sampled_from(("W1", "W2"))),
                 amount=draw(st.sampled_from(("1.00", "2.50", "0.00"))),
-                version=version,
             )
             op = draw(st.sampled_from(("c", "u", "r", "d")))
             if op == "d":
@@ -79,14 +89,12 @@ def oltp_histories(draw: Any) -> list[bytes]:
         row: dict[str, Any] = {}
         for version in range(1, draw(st.integers(1, 3)) + 1):
             lsn += 1
-            row = ledger_row(
+            row = drawn_row(
+                draw,
                 tx,
-                type=draw(st.sampled_from(TYPES)),
-                related_id=draw(st.sampled_from((*ORDERS, None))),
-                related_type=draw(st.sampled_from(RELATED_TYPES)),
+                version,
                 status=draw(st.sampled_from((None, "POSTED"))),
                 amount=draw(st.sampled_from(("1.00", "2.50"))),
-                version=version,
             )
             op = "c" if version == 1 else "u"
             out.append(event("ledger_entries", op, row, lsn=lsn, ts=lsn))
