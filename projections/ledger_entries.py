@@ -8,7 +8,7 @@ from decimal import Decimal
 from eventlog.decode import format_decimal
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, fold_entity, lacks_order, prefetch_entities
+from projections.lww import data_columns, fold_entity, key_only, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -72,8 +72,8 @@ def build_entry(
     deleted = change.op == "d"
     # the data columns: ``data_columns`` (which is the change's own row unless it deletes one)
     get = (data_columns(event, current, _DATA) if deleted else source).get
-    if deleted and current is not None and lacks_order(event):  # key-only: the row's own
-        signed = current["amount_signed"]
+    if key_only(event):  # placeholders: the deleted row's own value, if known
+        signed = current["amount_signed"] if current is not None else None
     else:
         source_signed = source.get("amount_signed")
         signed = (
@@ -97,7 +97,7 @@ def build_entry(
         "version": version,
         "deleted": deleted,
         "deleted_at": change.source_ts if deleted else None,
-        "key_only_delete": deleted and lacks_order(event),
+        "key_only_delete": key_only(event),
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,

@@ -9,7 +9,7 @@ Deletes: the key comes from ``before``.
   ``version`` nor ``updated_at``; its other values are placeholders such as ``""`` and ``0``)
   takes ``version``/``updated_at`` from the current row — a tie — so lsn and position
   decide: the delete wins over the changes committed before it. The row keeps the deleted
-  data; a delete of an unknown key stores a tombstone with ``before``'s values.
+  data; a delete of an unknown key stores a tombstone without data.
 * A **full** ``before`` image (REPLICA IDENTITY FULL) is the deleted row: its own order
   key (plain last-writer-wins), and its values as they are (nulls too) become the deleted
   row's data.
@@ -30,10 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eventlog.decode import TABLES
 from eventlog.store import LoggedEvent
 from projections.base import Reader, State
 from projections.tables import Row
 
+KEY_COLUMNS = {name: spec.key for name, spec in TABLES.items()}
 OrderKey = tuple[tuple[bool, Any], tuple[bool, Any], tuple[bool, Any], int]
 # build(event, current row or None, version, updated_at) -> the new row
 Builder = Callable[[LoggedEvent, Row | None, int | None, str | None], Row]
@@ -56,12 +58,35 @@ def row_key(row: Row) -> OrderKey:
 
 
 def effective_version(event: LoggedEvent, current: Row | None) -> tuple[int | None, str | None]:
-    """``version``/``updated_at`` of a change; a key-only delete borrows the row's."""
+    """``version``/``updated_at`` of a change; a key-only delete borrows the row's (its own
+    values are placeholders: none at all for an unknown key)."""
+    if key_only(event):
+        return (current["version"], current["updated_at"]) if current is not None else (None, None)
     row = event.change.row
-    version, updated = row.get("version"), row.get("updated_at")
-    if event.change.op == "d" and current is not None and version is None and updated is None:
-        version, updated = current["version"], current["updated_at"]
-    return version, updated
+    return row.get("version"), row.get("updated_at")
+
+
+_EPOCH = "1970-01-01T00:00:00.000000Z"
+
+
+def _placeholder(value: Any) -> bool:
+    """A value Debezium puts in a key-only ``before`` for a column it did not send: null,
+    or the type's default for a required column (``""``, ``0``, ``"0.00"``, the epoch)."""
+    if value is None or value is False or (type(value) is int and value == 0):
+        return True
+    return type(value) is str and (value.strip("0.-") == "" or value == _EPOCH)
+
+
+def key_only(event: LoggedEvent) -> bool:
+    """A delete whose ``before`` holds only the key (Debezium's default replica identity):
+    every other value a placeholder — a required ``version`` column arrives as ``0``, so
+    "no version" alone would not tell (a row of nothing but such values reads as key-only,
+    which changes nothing: its data is the current row's)."""
+    change = event.change
+    if change.op != "d":
+        return False
+    key = KEY_COLUMNS.get(change.table)
+    return all(_placeholder(value) for column, value in change.row.items() if column != key)
 
 
 def lacks_order(event: LoggedEvent) -> bool:
@@ -89,13 +114,11 @@ def merge(event: LoggedEvent, current: Row | None, build: Builder) -> Row | None
     if incoming < row_key(current):
         return None
     row = build(event, current, version, updated)
-    if (
-        change.op != "d"
-        and current["key_only_delete"]
-        and _commit_order(change.lsn, event.position)
-        < _commit_order(current["lsn"], current["position"])
+    if current["key_only_delete"] and _commit_order(change.lsn, event.position) < _commit_order(
+        current["lsn"], current["position"]
     ):
-        # committed before the delete: newer data for the deleted row, not a re-insert
+        # committed before the key-only delete (a change, or an earlier delete's image):
+        # newer data for the deleted row, never a re-insert nor that delete's provenance
         for column in _DELETION:
             row[column] = current[column]
     return row
@@ -103,11 +126,11 @@ def merge(event: LoggedEvent, current: Row | None, build: Builder) -> Row | None
 
 def data_columns(event: LoggedEvent, current: Row | None, columns: Sequence[str]) -> dict[str, Any]:
     """The data a change carries: ``after`` as is; for a delete see the module docstring
-    (a key-only image: the deleted row's data; a full image, or the delete of an unknown
-    key: its own values, nulls included)."""
+    (a key-only image: the deleted row's data, none for an unknown key; a full image: its
+    own values, nulls included)."""
     source = event.change.row
-    if event.change.op == "d" and current is not None and lacks_order(event):
-        return {c: current.get(c) for c in columns}
+    if key_only(event):  # placeholders: the deleted row's data, if known
+        return {c: current.get(c) if current is not None else None for c in columns}
     return {c: source.get(c) for c in columns}
 
 
@@ -119,7 +142,7 @@ def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) 
         "version": version,
         "deleted": deleted,
         "deleted_at": event.change.source_ts if deleted else None,
-        "key_only_delete": deleted and lacks_order(event),
+        "key_only_delete": key_only(event),
         "source_ts": event.change.source_ts,
         "lsn": event.change.lsn,
         "position": event.position,
@@ -152,6 +175,8 @@ def fold_entity(
         missing += version is None and updated is None  # lacks_order
         current = rows.get(change.key)
         if current is None:  # merge() with nothing to beat: the change's own row
+            if change.op == "d":
+                version, updated = effective_version(event, None)  # no placeholder version
             rows[change.key] = build(event, None, version, updated)
             continue
         new = merge(event, current, build)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, lacks_order, merge, prefetch_entities
+from projections.lww import data_columns, effective_version, key_only, merge, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -86,7 +86,7 @@ def build_leg(
         "version": version,
         "deleted": deleted,
         "deleted_at": change.source_ts if deleted else None,
-        "key_only_delete": deleted and lacks_order(event),
+        "key_only_delete": key_only(event),
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,
@@ -264,8 +264,7 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
         key = change.key
         current = legs.get(key)
         if current is None:  # merge() with nothing to beat: the change's own leg
-            data = change.row
-            new = build_leg(event, None, data.get("version"), data.get("updated_at"))
+            new = build_leg(event, None, *effective_version(event, None))
             new["first_ts"] = change.source_ts  # the earliest of none and this one
             legs[key] = new
             if new["related_id"]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import Builder, data_columns, fold_entity, lacks_order, prefetch_entities
+from projections.lww import Builder, data_columns, fold_entity, key_only, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "payment_orders"
@@ -82,7 +82,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
             "version": version,
             "deleted": deleted,
             "deleted_at": change.source_ts if deleted else None,
-            "key_only_delete": deleted and lacks_order(event),
+            "key_only_delete": key_only(event),
             "source_ts": change.source_ts,
             "lsn": change.lsn,
             "position": event.position,

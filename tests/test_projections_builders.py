@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from eventlog.decode import Change
 from eventlog.store import LoggedEvent
 from projections.ledger_entries import LEDGER_ENTRIES, build_entry, signed_amount
-from projections.lww import data_columns, lacks_order, provenance
+from projections.lww import data_columns, key_only, provenance
 from projections.pairs import PAIR_LEGS, build_leg
 from projections.payment_orders import PAYMENT_ORDERS, UNKNOWN, order_builder
 from projections.tables import Row
@@ -55,8 +55,8 @@ def reference_entry(
     row: Row = {"tx_id": change.key}
     row.update(data_columns(event, current, _LEDGER_DATA))
     source_signed = change.row.get("amount_signed")
-    if change.op == "d" and current is not None and lacks_order(event):  # key-only
-        signed = current["amount_signed"]
+    if key_only(event):  # placeholders: the deleted row's value, if known
+        signed = current["amount_signed"] if current is not None else None
     elif source_signed is not None:
         signed = source_signed
     else:

@@ -81,33 +81,37 @@ def versioned_changes(draw: Any) -> list[bytes]:
 @st.composite
 def oltp_histories(draw: Any) -> list[bytes]:
     """What a source database commits: per key, versions rising with the lsn, maybe a
-    delete — key-only (Debezium's default replica identity) or a full image of the last
-    version, nulls included — and maybe a re-insert with a higher version after it."""
+    delete — key-only (Debezium's default replica identity: the key alone, or with
+    placeholders for required columns, ``version`` 0 included) or a full image of the last
+    version, nulls included — and maybe a re-insert with higher versions after it, deleted
+    again in its own way (the replica identity may change in between)."""
     out: list[bytes] = []
     lsn = 0
     for tx in draw(st.lists(st.sampled_from(TX_IDS), min_size=1, max_size=3, unique=True)):
-        row: dict[str, Any] = {}
-        for version in range(1, draw(st.integers(1, 3)) + 1):
+        version = 0
+        for _incarnation in range(draw(st.integers(1, 2))):
+            row: dict[str, Any] = {}
+            for step in range(draw(st.integers(1, 3))):
+                version += 1
+                lsn += 1
+                row = drawn_row(
+                    draw,
+                    tx,
+                    version,
+                    status=draw(st.sampled_from((None, "POSTED"))),
+                    amount=draw(st.sampled_from(("1.00", "2.50"))),
+                )
+                out.append(event("ledger_entries", "u" if step else "c", row, lsn=lsn, ts=lsn))
+            kind = draw(st.sampled_from(("none", "key", "placeholders", "full")))
+            if kind == "none":
+                break
             lsn += 1
-            row = drawn_row(
-                draw,
-                tx,
-                version,
-                status=draw(st.sampled_from((None, "POSTED"))),
-                amount=draw(st.sampled_from(("1.00", "2.50"))),
-            )
-            op = "c" if version == 1 else "u"
-            out.append(event("ledger_entries", op, row, lsn=lsn, ts=lsn))
-        delete = draw(st.sampled_from(("none", "key", "full")))
-        if delete == "none":
-            continue
-        lsn += 1
-        before = {"tx_id": tx} if delete == "key" else dict(row)
-        out.append(event("ledger_entries", "d", before, lsn=lsn, ts=lsn))
-        if draw(st.booleans()):
-            lsn += 1
-            again = {**row, "version": row["version"] + 1, "status": "REINSERTED"}
-            out.append(event("ledger_entries", "c", again, lsn=lsn, ts=lsn))
+            before = {
+                "key": {"tx_id": tx},
+                "placeholders": {"tx_id": tx, "wallet_id": "", "amount": "0", "version": 0},
+                "full": dict(row),
+            }[kind]
+            out.append(event("ledger_entries", "d", before, lsn=lsn, ts=lsn))
     return out
 
 
