@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from eventlog.errors import DecodeError
-from eventlog.redact import MAX_DEPTH, redact_at, scan_tree
+from eventlog.redact import MAX_DEPTH, REDACTED, path_of, redact_at, redact_text, scan_tree
 
 MAX_EVENT_BYTES = 1024 * 1024
 OPS = frozenset({"c", "u", "d", "r"})
@@ -212,51 +212,84 @@ def parse(raw: bytes) -> Parsed | None:
     value parsed again exactly (see :func:`load_json`) — one walk instead of two.
     """
     parsed = _parse(raw)
-    if (
-        parsed is not None
-        and _may_hold_json_text(raw)
-        and redact_json_text(parsed.envelope, parsed.redacted_paths)
-    ):
+    if parsed is not None and _redact_row_text(parsed.envelope, parsed.redacted_paths):
         parsed.rewritten = True
     return parsed
 
 
-def _may_hold_json_text(raw: bytes) -> bool:
-    """Whether a string value may hold a JSON object (``"{``, or ``"[{`` for an array of
-    them): what Debezium makes of a json/jsonb column. Otherwise no string is looked at."""
-    return b'"{' in raw or b'"[{' in raw
+def _redact_row_text(envelope: dict[str, Any], found: list[str]) -> bool:
+    """:func:`redact_json_text` over ``before`` and ``after`` (SPEC §2.5's scope: the row
+    images, where Debezium puts json/jsonb columns as text)."""
+    changed = False
+    for side in ("before", "after"):
+        row = envelope.get(side)
+        if type(row) is dict and _TEXT_START_OR_BLANK.isdisjoint(
+            {v[:1] for v in row.values() if type(v) is str}
+        ):
+            kinds = set(map(type, row.values()))
+            if dict not in kinds and list not in kinds:
+                continue  # a flat row with no string that may be JSON text: the usual case
+        if isinstance(row, dict | list):
+            changed = redact_json_text(row, found, [side]) or changed
+    return changed
+
+
+_TEXT_START = frozenset("{[")
+_BLANK = " \t\r\n\ufeff"  # what may precede JSON text in a json column (and a BOM)
+_TEXT_START_OR_BLANK = _TEXT_START | frozenset(_BLANK)
 
 
 def redact_json_text(value: Any, found: list[str], parts: list[str | int] | None = None) -> bool:
-    """Redact credentials inside strings of ``value`` that are JSON objects or arrays (in
+    """Redact credentials inside strings of ``value`` that hold JSON objects or arrays (in
     place: such a string is replaced by its redacted JSON); True if one changed. Paths go
-    on through the text (``after.meta.password``)."""
+    on through the text (``after.meta.password``). Text that starts like JSON but does not
+    parse (truncated, say) is redacted textually (:func:`eventlog.redact.redact_text`)
+    and its own path recorded."""
     changed = False
     here = parts or []
     if len(here) > MAX_DEPTH:
         return False
     items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
     for key, child in items:
-        where = [*here, key]
         if type(child) is str:
-            if child[:1] not in ("{", "["):
+            first = child[:1]
+            if first not in _TEXT_START and (
+                not first or first not in _BLANK or child.lstrip(_BLANK)[:1] not in _TEXT_START
+            ):
                 continue
-            try:
-                inner = _JSON.decode(child)  # exact numbers, as load_json
-            except (ValueError, RecursionError):
-                continue  # text that only looks like JSON
-            if not isinstance(inner, dict | list):
-                continue
-            hit = redact_at(inner, where, found)
-            hit = redact_json_text(inner, found, where) or hit
-            if hit or has_duplicate_keys(child.encode()):  # nothing hidden in the text either
-                from eventlog.identity import dump_json  # identity imports this module
-
-                value[key] = dump_json(inner).decode()
+            replaced = _redacted_text(child, [*here, key], found)
+            if replaced is not None:
+                value[key] = replaced
                 changed = True
         elif isinstance(child, dict | list):
-            changed = redact_json_text(child, found, where) or changed
+            changed = redact_json_text(child, found, [*here, key]) or changed
     return changed
+
+
+def _redacted_text(text: str, where: list[str | int], found: list[str]) -> str | None:
+    """The redacted form of JSON carried as text, or ``None`` when nothing changed."""
+    from eventlog.identity import dump_json  # identity imports this module
+
+    try:
+        inner = _JSON.decode(text.lstrip(_BLANK))  # exact numbers, as load_json
+    except (ValueError, RecursionError):
+        raw = text.encode("utf-8", "surrogatepass")
+        redacted = redact_text(raw)
+        if redacted == raw:
+            return None
+        found.append(path_of(where))
+        return redacted.decode("utf-8", "surrogatepass")
+    if not isinstance(inner, dict | list):
+        return None
+    hit = redact_at(inner, where, found)
+    hit = redact_json_text(inner, found, where) or hit
+    if not hit and not has_duplicate_keys(text.lstrip(_BLANK).encode("utf-8", "surrogatepass")):
+        return None
+    try:
+        return dump_json(inner).decode()
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate escape: keep nothing of it
+        found.append(path_of(where))
+        return REDACTED
 
 
 def _parse(raw: bytes) -> Parsed | None:
@@ -407,23 +440,27 @@ def _source_ts(source: dict[str, Any]) -> str | None:
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what a stored (bigint) integer column holds
+_PG_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
 
 def _lsn(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
+    """``source.lsn`` as an integer: a JSON integer, its digits as text, or PostgreSQL's
+    textual ``hi/lo`` form (two hexadecimal 32-bit halves); ``None`` when absent. Anything
+    else — a float, a boolean, an object, a malformed or out-of-range form — is a dead
+    letter: the lsn orders the changes of a key, a wrong one would reorder them."""
+    if value is None:
         return None
     lsn: int | None = None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         lsn = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
         lsn = int(value)
-    elif isinstance(value, str) and "/" in value:  # textual pg_lsn "16/B374D848"
+    elif isinstance(value, str) and _PG_LSN.fullmatch(value):
         hi, _, lo = value.partition("/")
-        try:
-            lsn = (int(hi, 16) << 32) | int(lo, 16)
-        except ValueError:
-            return None
-    if lsn is not None and not INT64_MIN <= lsn <= INT64_MAX:
+        lsn = (int(hi, 16) << 32) | int(lo, 16)
+    if lsn is None:
+        raise DecodeError(f"undecodable source.lsn: {_short(value)}")
+    if not INT64_MIN <= lsn <= INT64_MAX:
         # the order key stores it as a 64-bit integer: dead-letter it rather than append an
         # event every projection that orders by lsn would fail on
         raise DecodeError("undecodable source.lsn: out of the 64-bit integer range")
@@ -607,7 +644,9 @@ def format_decimal(number: Decimal, column: str = "decimal") -> str:
         raise DecodeError(f"undecodable {column}: not a finite number")
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
-    if len(digits) + abs(exponent) > _MAX_DECIMAL_DIGITS:
+    # the digits its plain text spells out: 1.5 → 2, 0.001 → 3, 1E+3 → 4
+    width = max(len(digits), -exponent) if exponent < 0 else len(digits) + exponent
+    if width > _MAX_DECIMAL_DIGITS:
         raise DecodeError(f"undecodable {column}: more than {_MAX_DECIMAL_DIGITS} digits")
     text = format(number, "f")
     return text[1:] if sign and not any(digits) else text  # no negative zero

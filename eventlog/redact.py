@@ -52,6 +52,11 @@ def is_credential_key(key: str) -> bool:
     return any(_TRAILING_DIGITS.sub("", w.casefold()) in _SHORT for w in _WORDS.split(key) if w)
 
 
+def path_of(parts: list[str | int]) -> str:
+    """The ``redacted_paths`` form of a location: ``after.meta``, ``after["odd.key"][0]``."""
+    return _path(parts)
+
+
 def _path(parts: list[str | int]) -> str:
     out = ""
     for part in parts:
@@ -143,8 +148,9 @@ def _redact_keys(value: dict[str, Any], parts: list[str | int], found: list[str]
 
 # ---------------------------------------------------------------- text that is not JSON
 
-# A key, bare or quoted, followed by ``:`` or ``=``: ``"password": …``, ``api-key=…``.
-_KEY = re.compile(r"""(["']?)([A-Za-z0-9_\-][A-Za-z0-9_\-. ]{0,99})\1\s*[:=]\s*""")
+# A key, bare or quoted (quotes escaped too: JSON text inside a string), followed by ``:``
+# or ``=``: ``"password": …``, ``api-key=…``, ``\"token\":\"…\"``.
+_KEY = re.compile(r"""(\\?["']?)([A-Za-z0-9_\-][A-Za-z0-9_\-. ]{0,99})\1\s*[:=]\s*""")
 _CLOSE = {"{": "}", "[": "]"}
 
 
@@ -155,6 +161,9 @@ def _value_end(text: str, start: int) -> int:
     """
     if start >= len(text):
         return start
+    if text.startswith('\\"', start):  # a string inside JSON text: up to its escaped end
+        end = text.find('\\"', start + 2)
+        return len(text) if end < 0 else end + 2
     first = text[start]
     if first in "\"'":
         i = start + 1

@@ -327,6 +327,41 @@ def test_lsn_past_64_bits_is_a_dead_letter(lsn: Any) -> None:
     assert change_of(ok.encode()).lsn == 2**63 - 1
 
 
+@pytest.mark.parametrize(
+    ("lsn", "expected"),
+    [(10, 10), ("10", 10), ("16/B374D848", (0x16 << 32) | 0xB374D848), (None, None)],
+)
+def test_lsn_forms(lsn: Any, expected: int | None) -> None:
+    source = {"table": "ledger_entries", "lsn": lsn}
+    raw = json.dumps({"op": "c", "source": source, "after": ledger_row()}).encode()
+    assert change_of(raw).lsn == expected
+
+
+@pytest.mark.parametrize("lsn", [1.5e20, 2.0, True, "1/FFFFFFFFF", "abc", "16/", {"a": 1}])
+def test_a_malformed_lsn_is_a_dead_letter(lsn: Any) -> None:
+    """The lsn orders a key's changes: a value that is not one would reorder them."""
+    source = {"table": "ledger_entries", "lsn": lsn}
+    raw = json.dumps({"op": "c", "source": source, "after": ledger_row()}).encode()
+    assert reason_of(raw).startswith("undecodable source.lsn")
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1.11111111111111111111111111111111",
+        "12345678.123456789012345678901234567890",
+        "0." + "0" * 63 + "1",
+    ],
+)
+def test_decimals_up_to_64_digits_of_text_are_kept(amount: str) -> None:
+    """The limit counts the digits the plain text spells out (NUMERIC(38,30) fits)."""
+    assert change_of(event(after=ledger_row(amount=amount))).row["amount"] == amount
+    too_long = "0." + "0" * 64 + "1"
+    assert reason_of(event(after=ledger_row(amount=too_long))) == (
+        "undecodable amount: more than 64 digits"
+    )
+
+
 def test_variable_scale_decimal() -> None:
     schema = {"amount": {"type": "struct", "name": "io.debezium.data.VariableScaleDecimal"}}
     amount = {"scale": 3, "value": connect_decimal("12.345")}

@@ -315,6 +315,12 @@ def _with_meta(meta: Any, table: str = "ledger_entries") -> bytes:
         ([{"apiKey": "SEC"}, {"ok": 1}], ["after.meta[0].apiKey"]),
         ({"inner": '{"token": "SEC"}'}, ["after.meta.inner.token"]),  # text within text
         ('{"pin": "SEC", "pin": "x"}', ["after.meta.pin"]),  # a duplicate key inside the text
+        ([[{"token": "SEC"}]], ["after.meta[0][0].token"]),  # arrays of arrays (jsonb)
+        ([1, {"token": "SEC"}], ["after.meta[1].token"]),
+        (["a", {"secret": "SEC"}], ["after.meta[1].secret"]),
+        ('[ {"password": "SEC"}]', ["after.meta[0].password"]),
+        ('  \n{"password": "SEC"}', ["after.meta.password"]),  # a json column keeps its text
+        ('{"password": "SEC", "n": ', ["after.meta"]),  # truncated: redacted as text
     ],
 )
 def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) -> None:
@@ -326,7 +332,8 @@ def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) 
     assert outcome.redacted_paths == paths
     stored = orjson.loads(outcome.payload)["after"]["meta"]
     assert REDACTED in stored
-    assert orjson.loads(stored)  # still JSON text
+    if paths != ["after.meta"]:  # JSON text stays JSON text (the truncated one: as text)
+        assert orjson.loads(stored)
     rejected = prepare(_with_meta(meta, table="nope"))
     assert isinstance(rejected, Rejected)
     assert b"SEC" not in rejected.raw
@@ -339,3 +346,13 @@ def test_json_text_without_credentials_is_stored_as_received(meta: str) -> None:
     assert isinstance(outcome, Prepared)
     assert outcome.payload == raw
     assert outcome.redacted_paths == []
+
+
+def test_a_truncated_line_with_json_text_keeps_no_credential() -> None:
+    """Not JSON at all (cut short): the dead letter's textual redaction also reads keys
+    whose quotes are escaped, as in JSON carried inside a string."""
+    full = _with_meta({"password": "my SEC, x", "ok": 1})
+    cut = full[: full.index(b"ok") + 2]
+    rejected = prepare(cut)
+    assert isinstance(rejected, Rejected)
+    assert b"SEC" not in rejected.raw
