@@ -105,7 +105,7 @@ def create_app(
         writer=writer,
         clock=now,
         trusted_proxies=settings.trusted_proxy_networks,
-        identify=app.state.bo.identify,
+        authenticate=app.state.bo.authenticate,
     )
     app.add_middleware(RequestContextMiddleware)  # ids and timing for everything
     tracer = tracer_from_environment()

@@ -38,14 +38,17 @@ class AppState:
     metrics: MetricsExporter
     aio: AsyncLookups | None = None  # set while the app runs on PostgreSQL (api/aio.py)
 
-    def identify(self, token: str) -> tuple[str, list[str]] | None:
-        """The verified subject and roles of a token, or ``None`` (never raises; may fetch
-        the JWKS in OIDC mode: the audit middleware calls it off the event loop)."""
+    def authenticate(self, header: str | None) -> Principal:
+        """The principal of an ``Authorization`` header, or the :class:`ProblemError` (401,
+        or 503 without keys) a route would answer with — for requests no route took (the
+        audit middleware calls it off the event loop: OIDC may fetch the JWKS)."""
+        token = _bearer(header)
         try:
-            principal = self.verifier.verify(token)
-        except (AuthError, KeysUnavailable):
-            return None
-        return principal.sub, list(principal.roles)
+            return self.verifier.verify(token)
+        except AuthError as exc:
+            raise _unauthorized(str(exc)) from exc
+        except KeysUnavailable as exc:
+            raise ProblemError(503, str(exc)) from exc
 
 
 async def app_state(request: Request) -> AppState:
@@ -63,7 +66,10 @@ def _unauthorized(reason: str) -> ProblemError:
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization")
+    return _bearer(request.headers.get("authorization"))
+
+
+def _bearer(header: str | None) -> str:
     if not header:
         raise ProblemError(401, "bearer token required", headers={"WWW-Authenticate": REALM})
     scheme, _, token = header.partition(" ")

@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import AuditEntry, AuditUnavailable, AuditWriter
-from api.problems import PROBLEM_JSON, REALM, problem_body
+from api.auth import Principal
+from api.problems import PROBLEM_JSON, REALM, ProblemError, problem_body
 from eventlog.metrics import AUDIT_WRITE_FAILURES, HTTP_DURATION
 from eventlog.timeutil import format_ts
 
@@ -131,13 +132,13 @@ class AuditMiddleware:
         writer: AuditWriter,
         clock: Callable[[], datetime],
         trusted_proxies: list[Network],
-        identify: Callable[[str], tuple[str, list[str]] | None] | None = None,
+        authenticate: Callable[[str | None], Principal] | None = None,
     ) -> None:
         self.app = app
         self.writer = writer
         self.clock = clock
         self.trusted = trusted_proxies
-        self.identify = identify
+        self.authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_admin(scope["path"]):
@@ -167,14 +168,17 @@ class AuditMiddleware:
         body = b"".join(chunks)
         status = int(start["status"])
         if context.actor is None and status not in (401, 503):
-            await self._attribute(scope, context)
-            if context.actor is None and status in _UNROUTED:
-                # no route ran auth: a caller without a valid token learns nothing about
-                # which paths or methods exist (SPEC §7: 401 for a missing/invalid token)
-                start = _start(401, PROBLEM_JSON)
-                start["headers"].append((b"www-authenticate", REALM.encode()))
-                body = problem_body(401, "bearer token required", scope["path"])
-                status = 401
+            refused = await self._attribute(scope, context)
+            if refused is not None and status in _UNROUTED:
+                # no route ran auth: answer as a route would (SPEC §7: 401 for a missing or
+                # invalid token), so a caller without a valid one learns nothing about which
+                # paths or methods exist — not even from the 401's wording
+                start = _start(refused.status, PROBLEM_JSON)
+                start["headers"] += [
+                    (k.lower().encode(), v.encode()) for k, v in refused.headers.items()
+                ]
+                body = problem_body(refused.status, refused.detail, scope["path"])
+                status = refused.status
         entry = self._entry(scope, context, at, status, body)
         try:
             await self.writer.awrite(entry)
@@ -190,23 +194,25 @@ class AuditMiddleware:
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _attribute(self, scope: Scope, context: AuditContext) -> None:
-        """Name the caller of a request that never reached auth (unknown route, 405).
+    async def _attribute(self, scope: Scope, context: AuditContext) -> ProblemError | None:
+        """Name the caller of a request that never reached auth (unknown route, 405), or
+        return what a route would have refused it with.
 
         Only a token that verifies names anyone (verified in a worker thread: in OIDC mode
         it may fetch the JWKS).
         """
-        header = _header(scope, b"authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if self.identify is None or scheme.lower() != "bearer" or not token.strip():
-            return
+        if self.authenticate is None:
+            return None
+        header = _header(scope, b"authorization")
         try:
-            found = await run_in_threadpool(self.identify, token.strip())
+            principal = await run_in_threadpool(self.authenticate, header)
+        except ProblemError as exc:
+            return exc
         except Exception:  # naming the caller must never cost the request its record
             logger.exception("identifying the caller of {} failed", scope["path"])
-            return
-        if found is not None:
-            context.actor, context.roles = found[0], list(found[1])
+            return ProblemError(401, "token invalid", headers={"WWW-Authenticate": REALM})
+        context.actor, context.roles = principal.sub, list(principal.roles)
+        return None
 
     def _entry(
         self, scope: Scope, context: AuditContext, at: str, status: int, body: bytes
@@ -282,7 +288,7 @@ def client_ip(scope: Scope, trusted: list[Network]) -> str | None:
     forwarded = ",".join(lines)
     if not forwarded:
         return peer
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    hops = [_without_port(h.strip()) for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         try:
             ipaddress.ip_address(hop)
@@ -291,6 +297,16 @@ def client_ip(scope: Scope, trusted: list[Network]) -> str | None:
         if not _in(hop, trusted):
             return hop
     return hops[0] if hops else peer
+
+
+def _without_port(hop: str) -> str:
+    """``1.2.3.4:5678`` → ``1.2.3.4``, ``[2001:db8::1]:443`` → ``2001:db8::1`` (proxies
+    such as Azure Application Gateway add the client's port); anything else unchanged."""
+    if hop.startswith("[") and "]" in hop:
+        return hop[1 : hop.index("]")]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
 
 
 def _in(address: str, networks: list[Network]) -> bool:

@@ -253,6 +253,9 @@ def test_client_ip_reads_every_forwarded_for_line() -> None:
         "headers": [(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"2.2.2.2")],
     }
     assert client_ip(scope, proxies) == "2.2.2.2"
+    for hop, ip in (("2.2.2.2:5678", "2.2.2.2"), ("[2001:db8::1]:443", "2001:db8::1")):
+        with_port = {**scope, "headers": [(b"x-forwarded-for", hop.encode())]}
+        assert client_ip(with_port, proxies) == ip
 
 
 def test_a_request_that_gave_up_leaves_no_record(sqlite_env: ApiEnv) -> None:
