@@ -270,8 +270,9 @@ def _redacted_text(text: str, where: list[str | int], found: list[str]) -> str |
     """The redacted form of JSON carried as text, or ``None`` when nothing changed."""
     from eventlog.identity import dump_json  # identity imports this module
 
+    stripped = text.lstrip(_BLANK)
     try:
-        inner = _JSON.decode(text.lstrip(_BLANK))  # exact numbers, as load_json
+        inner = _JSON.decode(stripped)  # exact numbers, as load_json
     except (ValueError, RecursionError):
         raw = text.encode("utf-8", "surrogatepass")
         redacted = redact_text(raw)
@@ -283,7 +284,7 @@ def _redacted_text(text: str, where: list[str | int], found: list[str]) -> str |
         return None
     hit = redact_at(inner, where, found)
     hit = redact_json_text(inner, found, where) or hit
-    if not hit and not has_duplicate_keys(text.lstrip(_BLANK).encode("utf-8", "surrogatepass")):
+    if not hit and not has_duplicate_keys(stripped.encode("utf-8", "surrogatepass")):
         return None
     try:
         return dump_json(inner).decode()
@@ -307,8 +308,9 @@ def _parse(raw: bytes) -> Parsed | None:
     if not has_duplicate_keys(raw):
         return parsed
     if _has_float(doc, 0):  # re-serialised: its numbers must be the exact ones
-        return _unhidden(_parse_doc(_load_exact(raw)), raw)
-    parsed.rewritten = True
+        parsed = _parse_doc(_load_exact(raw))
+    if parsed is not None:
+        parsed.rewritten = True
     return parsed
 
 

@@ -5,8 +5,8 @@ lowest. A change replaces the current row iff its key is ≥ the current one.
 
 Deletes: the key comes from ``before``.
 
-* A **key-only** ``before`` (Debezium's default replica identity: it carries neither
-  ``version`` nor ``updated_at``; its other values are placeholders such as ``""`` and ``0``)
+* A **key-only** ``before`` (Debezium's default replica identity: besides the key only
+  nulls and placeholders for required columns such as ``""`` and ``0`` — ``version`` too)
   takes ``version``/``updated_at`` from the current row — a tie — so lsn and position
   decide: the delete wins over the changes committed before it. The row keeps the deleted
   data; a delete of an unknown key stores a tombstone without data.
@@ -20,9 +20,8 @@ key-only delete but was committed before it (lower lsn/position) and is newer th
 row's data does not bring the row back: it only becomes the deleted row's data — exactly
 what the row would hold had the events arrived in commit order. So the result does not
 depend on arrival order whenever the source's versions follow its commit order (the OLTP
-invariant). A change committed
-after the delete with a higher order key brings the row back (a re-insert); without
-``source.lsn`` the log position stands for commit order.
+invariant). A change committed after the delete with a higher order key brings the row
+back (a re-insert); without ``source.lsn`` the log position stands for commit order.
 """
 
 from __future__ import annotations
@@ -87,12 +86,6 @@ def key_only(event: LoggedEvent) -> bool:
         return False
     key = KEY_COLUMNS.get(change.table)
     return all(_placeholder(value) for column, value in change.row.items() if column != key)
-
-
-def lacks_order(event: LoggedEvent) -> bool:
-    """True when a change carries neither ``version`` nor ``updated_at`` (metric)."""
-    row = event.change.row
-    return row.get("version") is None and row.get("updated_at") is None
 
 
 # what a deleted row keeps when a change committed before its delete arrives late
@@ -172,7 +165,7 @@ def fold_entity(
             continue
         data = change.row
         version, updated = data.get("version"), data.get("updated_at")
-        missing += version is None and updated is None  # lacks_order
+        missing += version is None and updated is None  # bo_version_missing_total
         current = rows.get(change.key)
         if current is None:  # merge() with nothing to beat: the change's own row
             if change.op == "d":

@@ -96,10 +96,7 @@ def decode_rows(
         # costs a microsecond more per event on this hot path
         event = _new(LoggedEvent)
         _set_position(event, position)
-        try:
-            _set_change(event, decode_stored(payload, columns))
-        except DecodeError as exc:
-            raise UndecodableEvent(position, str(exc)) from exc
+        _set_change(event, decode_one(position, payload, columns))
         _set_at(event, at)
         append(event)
     return out
