@@ -1,6 +1,9 @@
-"""Projection tables on PostgreSQL: byte-wise text, and key lookups by one JSON parameter."""
+"""Projection tables on PostgreSQL: byte-wise text, key lookups by one JSON parameter, and
+new rows written in key order."""
 
 from __future__ import annotations
+
+import random
 
 from sqlalchemy import text
 
@@ -12,6 +15,7 @@ from projections.store import (
     _select_member,
     create_tables,
     drop_tables,
+    insert_rows,
     tables_for,
 )
 from projections.tables import qualified
@@ -76,3 +80,26 @@ def test_text_columns_compare_byte_wise_and_lookups_use_the_key_index(pg_url: st
     assert found['q"uote']["tx_id"] == 'q"uote'
     assert len(by_wallet) == sum(1 for i in range(1, 3001) if i % 97 in (3, 5))
     assert any("Index" in line and "pk_ledger_entries" in line for line in plan), plan
+
+
+def test_new_rows_reach_the_table_in_key_order(pg_url: str) -> None:
+    """A batch of new rows is COPYed sorted by key (code-point order, the key's collation),
+    so the primary-key index takes it as one ordered walk: the heap holds them in that
+    order, whatever order the fold produced them in."""
+    engine = make_engine(pg_url)
+    keys = [*AWKWARD, *(f"T{i}" for i in range(500))]
+    shuffled = random.Random(7).sample(keys, len(keys))
+    try:
+        upgrade(engine)
+        ledger = registry.make("ledger_entries", None, None)
+        with write_tx(engine) as conn:
+            drop_tables(conn, ledger)
+            physical = create_tables(conn, ledger)["ledger_entries"]
+            blank = dict.fromkeys(physical.columns.keys())
+            insert_rows(conn, physical, [{**blank, "tx_id": k, "version": 1} for k in shuffled])
+            name = qualified(conn, physical.name)
+            stored = conn.execute(text(f"SELECT tx_id FROM {name} ORDER BY ctid")).scalars().all()
+            drop_tables(conn, ledger)
+    finally:
+        engine.dispose()
+    assert stored == sorted(keys)
