@@ -18,6 +18,11 @@ from sqlalchemy import (
     Text,
 )
 
+# Indexed text of the logs compares byte-wise on PostgreSQL (migration 0002: why), as
+# SQLite's BINARY collation does; projection tables do the same (projections/tables.py).
+BYTEWISE_TEXT = Text(collation="C").with_variant(Text(), "sqlite")
+BYTEWISE_ID = String(64, collation="C").with_variant(String(64), "sqlite")
+
 LOG_SCHEMA = "eventlog"
 BO_SCHEMA = "bo"
 AUDIT_SCHEMA = "audit"
@@ -34,16 +39,16 @@ events = Table(
         primary_key=True,
         autoincrement=False,
     ),
-    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_id", BYTEWISE_ID, nullable=False, unique=True),
     Column("source_topic", Text),
     Column("source_partition", Integer),
     Column("source_offset", BigInteger),
     Column("table_name", Text, nullable=False),
     Column("op", String(1), nullable=False),
-    Column("entity_key", Text, nullable=False),
-    Column("group_key", Text),
+    Column("entity_key", BYTEWISE_TEXT, nullable=False),
+    Column("group_key", BYTEWISE_TEXT),
     Column("source_ts", Text),
-    Column("ingested_at", Text, nullable=False),
+    Column("ingested_at", BYTEWISE_TEXT, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("redacted_paths", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
@@ -140,14 +145,14 @@ audit_log = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     ),
-    Column("at", Text, nullable=False),
-    Column("actor", Text),
+    Column("at", BYTEWISE_TEXT, nullable=False),
+    Column("actor", BYTEWISE_TEXT),
     Column("roles", Text, nullable=False),
     Column("method", String(16), nullable=False),
     Column("path", Text, nullable=False),
     Column("action", Text),
     Column("resource_type", Text),
-    Column("resource_id", Text),
+    Column("resource_id", BYTEWISE_TEXT),
     Column("result_count", Integer),
     Column("status", Integer, nullable=False),
     Column("ip", Text),
