@@ -234,14 +234,15 @@ def _redact_row_text(envelope: dict[str, Any], found: list[str]) -> bool:
     return changed
 
 
-_TEXT_START = frozenset("{[")
+_TEXT_START = frozenset('{["')  # an object, an array, or JSON text encoded again as a string
 _BLANK = " \t\r\n\ufeff"  # what may precede JSON text in a json column (and a BOM)
 _TEXT_START_OR_BLANK = _TEXT_START | frozenset(_BLANK)
 
 
 def redact_json_text(value: Any, found: list[str], parts: list[str | int] | None = None) -> bool:
-    """Redact credentials inside strings of ``value`` that hold JSON objects or arrays (in
-    place: such a string is replaced by its redacted JSON); True if one changed. Paths go
+    """Redact credentials inside strings of ``value`` that hold JSON objects or arrays, or
+    such JSON encoded again as a JSON string (in place: such a string is replaced by its
+    redacted JSON, encoded as often as it was); True if one changed. Paths go
     on through the text (``after.meta.password``). Text that starts like JSON but does not
     parse (truncated, say) is redacted textually (:func:`eventlog.redact.redact_text`)
     and its own path recorded."""
@@ -280,6 +281,11 @@ def _redacted_text(text: str, where: list[str | int], found: list[str]) -> str |
             return None
         found.append(path_of(where))
         return redacted.decode("utf-8", "surrogatepass")
+    if isinstance(inner, str):  # JSON text encoded twice (a json column holding a string)
+        if inner.lstrip(_BLANK)[:1] not in _TEXT_START:
+            return None
+        again = _redacted_text(inner, where, found)
+        return None if again is None else dump_json(again).decode()
     if not isinstance(inner, dict | list):
         return None
     hit = redact_at(inner, where, found)

@@ -149,9 +149,24 @@ def _redact_keys(value: dict[str, Any], parts: list[str | int], found: list[str]
 # ---------------------------------------------------------------- text that is not JSON
 
 # A key, bare or quoted (quotes escaped too: JSON text inside a string), followed by ``:``
-# or ``=``: ``"password": …``, ``api-key=…``, ``\"token\":\"…\"``.
-_KEY = re.compile(r"""(\\?["']?)([A-Za-z0-9_\-][A-Za-z0-9_\-. ]{0,99})\1\s*[:=]\s*""")
+# or ``=``: ``"password": …``, ``api-key=…``, ``\"token\":\"…\"``. A key may spell its
+# characters as JSON escapes (``pass\u0077ord``, ``pass\/word``), once or twice escaped
+# (text inside a string, a repr in a reason): they are decoded before the key is judged.
+_ESCAPE = r"\\{1,2}(?:u[0-9A-Fa-f]{4}|[/bfnrt])"
+_KEY = re.compile(
+    rf"""(\\?["']?)"""  # the opening quote, if any (closed by the same)
+    rf"""((?:[A-Za-z0-9_\-]|{_ESCAPE})(?:[A-Za-z0-9_\-. ]|{_ESCAPE}){{0,99}})"""  # the key
+    r"""\1\s*[:=]\s*"""
+)
+_ESCAPED = re.compile(r"\\{1,2}(?:u([0-9A-Fa-f]{4})|([/bfnrt]))")
 _CLOSE = {"{": "}", "[": "]"}
+
+
+def _unescaped(key: str) -> str:
+    """``key`` with its JSON escapes decoded (the others are punctuation the match ignores)."""
+    if "\\" not in key:
+        return key
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else "", key)
 
 
 def _value_end(text: str, start: int) -> int:
@@ -218,7 +233,7 @@ def redact_text(raw: bytes) -> bytes:
         match = _KEY.search(text, pos)
         if match is None:
             break
-        if not is_credential_key(match.group(2)):
+        if not is_credential_key(_unescaped(match.group(2))):
             pos = match.end()
             continue
         end = _value_end(text, match.end())

@@ -180,7 +180,7 @@ def prepare(raw: bytes | None, source: SourceRef = SourceRef()) -> Outcome:
         payload = dump_json(parsed.document) if parsed.rewritten else raw
         identity = event_id(parsed, change)
     except DecodeError as exc:
-        return Rejected(reason=str(exc), raw=redact_raw(raw), source=source)
+        return Rejected(reason=redact_reason(str(exc)), raw=redact_raw(raw), source=source)
     except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate escape in a string
         reason = f"not JSON: cannot be re-encoded ({str(exc)[:120]})"
         return Rejected(reason=reason, raw=redact_raw(raw), source=source)
@@ -197,6 +197,13 @@ def prepare(raw: bytes | None, source: SourceRef = SourceRef()) -> Outcome:
         redacted_paths=parsed.redacted_paths,
         source=source,
     )
+
+
+def redact_reason(reason: str) -> str:
+    """A dead letter's reason quotes the value it could not read (a timestamp column holding
+    ``{"password": …}``, say): redacted textually, as that value would be, since the reason
+    is stored, logged and sent to the DLQ topic."""
+    return redact_text(reason.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
 
 
 def redact_raw(raw: bytes) -> bytes:

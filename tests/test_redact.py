@@ -127,6 +127,9 @@ def test_redact_tree_records_paths_in_nested_objects_and_arrays() -> None:
         b'\xff\xfe{"cvv": "hunter2"',  # not UTF-8
         b'{"a":1,"__password":"hunter2"',
         b'"pin": hunter2, "x": 1',
+        b'{"after": {"pass\\u0077ord": "hunter2", "x": ',  # a key spelled with an escape
+        b'{"after": {"pass\\/word": "hunter2"',
+        b'{"meta": "{\\"t\\u006fken\\": \\"hunter2',  # escaped twice: text in text
     ],
 )
 def test_text_that_is_not_json_is_redacted_textually(text: bytes) -> None:
@@ -321,6 +324,12 @@ def _with_meta(meta: Any, table: str = "ledger_entries") -> bytes:
         ('[ {"password": "SEC"}]', ["after.meta[0].password"]),
         ('  \n{"password": "SEC"}', ["after.meta.password"]),  # a json column keeps its text
         ('{"password": "SEC", "n": ', ["after.meta"]),  # truncated: redacted as text
+        ('{"pass\\u0077ord": "SEC", "n": ', ["after.meta"]),  # truncated, key escaped
+        (orjson.dumps({"password": "SEC"}).decode(), ["after.meta.password"]),
+        (
+            orjson.dumps(orjson.dumps({"password": "SEC"}).decode()).decode(),
+            ["after.meta.password"],
+        ),
     ],
 )
 def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) -> None:
@@ -334,6 +343,8 @@ def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) 
     assert REDACTED in stored
     if paths != ["after.meta"]:  # JSON text stays JSON text (the truncated one: as text)
         assert orjson.loads(stored)
+        text = meta if isinstance(meta, str) else orjson.dumps(meta).decode()
+        assert type(orjson.loads(stored)) is type(orjson.loads(text))  # as often encoded
     rejected = prepare(_with_meta(meta, table="nope"))
     assert isinstance(rejected, Rejected)
     assert b"SEC" not in rejected.raw
@@ -356,3 +367,16 @@ def test_a_truncated_line_with_json_text_keeps_no_credential() -> None:
     rejected = prepare(cut)
     assert isinstance(rejected, Rejected)
     assert b"SEC" not in rejected.raw
+
+
+def test_a_dead_letters_reason_quotes_no_credential() -> None:
+    """The reason quotes the value it could not read; when that value carries a credential
+    (JSON text in a timestamp column, truncated, its key spelled with an escape), the reason
+    is redacted like the value: it is stored, logged and sent to the DLQ topic."""
+    row = {**ledger_row(), "created_at": '{"pass\\u0077ord":"hunter2"'}
+    rejected = prepare(orjson.dumps(envelope(after=row)))
+    assert isinstance(rejected, Rejected)
+    assert "created_at" in rejected.reason
+    assert "hunter2" not in rejected.reason
+    assert REDACTED in rejected.reason
+    assert b"hunter2" not in rejected.raw
