@@ -631,7 +631,10 @@ def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
     try:
         if name == "org.apache.kafka.connect.data.Decimal":
             scale = int((schema.get("parameters") or {}).get("scale", 0))
-            number = _from_connect_bytes(value, scale)
+            if isinstance(value, int | Decimal) and not isinstance(value, bool):
+                number = _at_scale(Decimal(value), scale)  # JsonConverter decimal.format=NUMERIC
+            else:
+                number = _from_connect_bytes(value, scale)
         elif name == "io.debezium.data.VariableScaleDecimal" and isinstance(value, dict):
             number = _from_connect_bytes(value.get("value"), int(value.get("scale", 0)))
         elif isinstance(value, bool):
@@ -660,6 +663,19 @@ def format_decimal(number: Decimal, column: str = "decimal") -> str:
     return text[1:] if sign and not any(digits) else text  # no negative zero
 
 
+def _at_scale(number: Decimal, scale: int) -> Decimal:
+    """``number`` written with at least ``scale`` decimals (``100.5`` at scale 2 →
+    ``100.50``), exactly: trailing zeros are added, never digits rounded away."""
+    if not number.is_finite():
+        return number  # refused by format_decimal
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    missing = exponent + scale
+    if missing <= 0:
+        return number
+    return Decimal((sign, (*digits, *(0,) * missing), -scale))
+
+
 def _from_connect_bytes(value: Any, scale: int) -> Decimal:
     if not isinstance(value, str):
         raise ValueError("expected base64 text")
@@ -678,6 +694,7 @@ _INT_UNITS = {
     "io.debezium.time.NanoTimestamp": 1_000_000_000,
     "org.apache.kafka.connect.data.Timestamp": 1_000,
 }
+_DAY_UNITS = frozenset({"io.debezium.time.Date", "org.apache.kafka.connect.data.Date"})
 
 
 def decode_timestamp(column: str, value: Any, schema: dict[str, Any]) -> str:
@@ -687,9 +704,14 @@ def decode_timestamp(column: str, value: Any, schema: dict[str, Any]) -> str:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise DecodeError(f"undecodable timestamp {column}: {_short(value)}")
     name = schema.get("name")
-    if name == "io.debezium.time.Date":
+    if name in _DAY_UNITS:
         return _epoch(value, 1, column, days=True)
-    return _epoch(value, _INT_UNITS.get(str(name), 1_000_000), column)
+    if name is None:  # no schema, or a plain int64 field: epoch microseconds (SPEC §2.3)
+        return _epoch(value, 1_000_000, column)
+    unit = _INT_UNITS.get(str(name))
+    if unit is None:  # a time of day, say: reading it as an epoch would invent a date
+        raise DecodeError(f"undecodable timestamp {column}: integer of schema {_short(name)}")
+    return _epoch(value, unit, column)
 
 
 def _iso(column: str, text: str) -> str:

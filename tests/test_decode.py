@@ -184,10 +184,31 @@ def test_integer_without_schema_is_epoch_microseconds() -> None:
             "2026-01-01T00:00:00.123456Z",
         ),
         (-1_000_000, "io.debezium.time.MicroTimestamp", "1969-12-31T23:59:59.000000Z"),
+        (
+            1_767_225_600_123,
+            "org.apache.kafka.connect.data.Timestamp",
+            "2026-01-01T00:00:00.123000Z",
+        ),
+        (20_514, "io.debezium.time.Date", "2026-03-02T00:00:00.000000Z"),  # days
+        (20_514, "org.apache.kafka.connect.data.Date", "2026-03-02T00:00:00.000000Z"),
     ],
 )
 def test_integer_timestamps_by_schema_name(value: int, name: str, expected: str) -> None:
     assert ts_of(value, name) == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["io.debezium.time.MicroTime", "org.apache.kafka.connect.data.Time", "custom.Unit"]
+)
+def test_an_integer_of_another_schema_name_is_not_read_as_an_epoch(name: str) -> None:
+    """A time of day (or a unit the service does not know) in a timestamp column would
+    become a date in 1970: a dead letter instead, naming the schema."""
+    row = ledger_row(created_at=43_200_000_000)
+    raw = wrapped(envelope(after=row), {"created_at": {"name": name, "type": "int64"}})
+    outcome = prepare(raw)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason.startswith("undecodable timestamp created_at")
+    assert name in outcome.reason
 
 
 @pytest.mark.parametrize(
@@ -271,6 +292,25 @@ def test_connect_decimal_base64_with_scale(value: str, scale: int, expected: str
         }
     }
     raw = wrapped(envelope(after=ledger_row(amount=connect_decimal(value))), schema)
+    assert change_of(raw).row["amount"] == expected
+
+
+@pytest.mark.parametrize(
+    ("number", "scale", "expected"),
+    [("123.45", 2, "123.45"), ("100.5", 2, "100.50"), ("7", 3, "7.000"), ("-0.5", 1, "-0.5")],
+)
+def test_connect_decimal_as_a_json_number(number: str, scale: int, expected: str) -> None:
+    """JsonConverter ``decimal.format=NUMERIC``: the Decimal schema, the value a JSON
+    number — read from its text (never a float) at the schema's scale."""
+    schema = {
+        "amount": {
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "parameters": {"scale": str(scale)},
+        }
+    }
+    doc = orjson.dumps(envelope(after=ledger_row(amount="@", amount_signed=None)))
+    raw = wrapped(orjson.loads(doc.replace(b'"@"', number.encode())), schema)
     assert change_of(raw).row["amount"] == expected
 
 
