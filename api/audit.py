@@ -386,11 +386,23 @@ def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
         not isinstance(values, list)
         or len(values) != len(shape)
         or not all(
-            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, shape, strict=True)
+            isinstance(v, t) and not isinstance(v, bool) and _storable(v)
+            for v, t in zip(values, shape, strict=True)
         )
     ):
         raise UsageError("cursor is not valid")
     return values
+
+
+def _storable(value: Any) -> bool:
+    """Whether a cursor value is one the database could have given: an id within bigint,
+    text without NUL (a tampered cursor outside that is the client's error, a 422 — not a
+    database failure, a 503)."""
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, str):
+        return "\x00" not in value
+    return True
 
 
 def list_audit(

@@ -7,7 +7,7 @@ Access control is attached to the admin router as one dependency
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -44,6 +44,7 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 MAX_POSITION = 2**63 - 1
+NO_NUL = r"^[^\x00]*$"  # text the database can hold (PostgreSQL text has no NUL)
 
 
 def _rfc3339(value: object) -> object:
@@ -55,9 +56,14 @@ def _rfc3339(value: object) -> object:
 
 
 def _aware(value: datetime) -> datetime:
+    """The instant in UTC; one whose offset carries it outside years 1-9999 there
+    (``0001-01-01T00:00:00+01:00``) is invalid input, like any other malformed time."""
     if value.tzinfo is None:
         raise ValueError("timestamp needs an offset")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("timestamp out of range: years 1-9999 in UTC") from exc
 
 
 Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_aware)]
@@ -139,8 +145,8 @@ def get_wallet_tx(
 @admin.get("/audit", name="audit", response_model=models.AuditPage)
 def get_audit(
     state: State,
-    actor: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-    resource_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    actor: Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)] = None,
+    resource_id: Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)] = None,
     since: Since = None,
     until: Until = None,
     limit: Limit = 50,

@@ -5,6 +5,8 @@ Data goes through the real path: Debezium events → EventLog.append → project
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 
 from eventlog.timeutil import parse_ts
@@ -19,7 +21,7 @@ from tests.fixtures_api import (  # noqa: F401
     sqlite_env_fixture,
 )
 
-READ = "ADMIN_READ"
+READ, AUDIT = "ADMIN_READ", "ADMIN_AUDIT"
 
 
 def test_tx_with_complete_pair_has_every_field(env: ApiEnv) -> None:
@@ -405,3 +407,35 @@ def test_views_missing_is_503_not_a_crash(sqlite_env: ApiEnv) -> None:
         r = c.get("/admin/tx/T1", headers=sqlite_env.headers(READ))
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
+
+
+def _cursor(values: list[object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+# Query values that pass their format but that no stored value can match, the database
+# would refuse (NUL in text, an id past bigint) or whose instant leaves years 1-9999 in UTC:
+# the client's error (422), never a 500 or a 503 "database down".
+UNHOLDABLE = [
+    (READ, "/admin/tx/T1", {"as_of": "0001-01-01T00:00:00+01:00"}),
+    (READ, "/admin/tx/T1", {"as_of": "9999-12-31T23:59:59-01:00"}),
+    (READ, "/admin/payment-orders/O1", {"as_of": "0001-01-01T00:00:00+14:00"}),
+    (READ, "/admin/wallets/W1/tx", {"since": "0001-01-01T00:00:00+01:00"}),
+    (READ, "/admin/wallets/W1/tx", {"cursor": _cursor(["2026-01-01T00:00:00.000000Z", "a\x00"])}),
+    (AUDIT, "/admin/audit", {"until": "9999-12-31T23:00:00-12:00"}),
+    (AUDIT, "/admin/audit", {"actor": "a\x00b"}),
+    (AUDIT, "/admin/audit", {"resource_id": "\x00"}),
+    (AUDIT, "/admin/audit", {"cursor": _cursor([2**63])}),
+    (AUDIT, "/admin/audit", {"cursor": _cursor([-(2**63) - 1])}),
+]
+
+
+def test_input_the_database_cannot_hold_is_422(env: ApiEnv) -> None:
+    env.ingest(change("ledger_entries", ledger("T1")))
+    with client(env.app()) as c:
+        for role, path, params in UNHOLDABLE:
+            r = c.get(path, params=params, headers=env.headers(role))
+            assert r.status_code == 422, (path, params, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+        ready = c.get("/readyz")
+    assert ready.status_code == 200
