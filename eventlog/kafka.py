@@ -155,6 +155,27 @@ def prepare_one(topic: str, partition: int, offset: int, value: bytes | None) ->
     return stage(prepare(value, SourceRef(topic=topic, partition=partition, offset=offset)))
 
 
+DLQ_VALUE_LIMIT = 900_000  # bytes: under the producer's 1 MiB request with key and headers
+
+
+def dlq_record(
+    topic: str, partition: int, offset: int, letter: Rejected
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The DLQ record of a dead letter: its (redacted) raw bytes, at most
+    :data:`DLQ_VALUE_LIMIT` of them, and the reason and source coordinates as headers."""
+    headers = [
+        ("reason", letter.reason.encode()),
+        ("source_topic", topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+    ]
+    value = letter.raw
+    if len(value) > DLQ_VALUE_LIMIT:
+        headers.append(("truncated_from", str(len(value)).encode()))
+        value = value[:DLQ_VALUE_LIMIT]
+    return value, headers
+
+
 def prepare_chunk(values: list[RawValue]) -> list[Appendable]:
     """:func:`prepare_one` for each record of a chunk (runs in a worker process)."""
     return [prepare_one(t, p, o, v) for t, p, o, v in values]
@@ -885,9 +906,15 @@ class SyncConsumer:
             logger.warning("Kafka offset commit failed ({}); the database offsets stand", exc)
 
     def _produce_dlq(self, rejected: list[tuple[Record, Rejected]]) -> None:
+        """Each dead letter to the DLQ topic, one at a time: one that fails (too large,
+        say) neither stops the others nor counts as produced. A value past
+        :data:`DLQ_VALUE_LIMIT` goes truncated, with a ``truncated_from`` header (its full
+        bytes are in the dead_letters table); the request limit is 1 MiB."""
         topic = self.settings.dlq_topic
         if not topic:
             return
+        sent: list[Any] = []
+        errors: list[str] = []
         try:
             if self.producer is None:
                 self.producer = KafkaProducer(
@@ -899,25 +926,26 @@ class SyncConsumer:
                     **self.settings.kafka_client_options(),
                 )
             for rec, letter in rejected:
-                self.producer.send(
-                    topic,
-                    key=rec.key,
-                    value=letter.raw,
-                    headers=[
-                        ("reason", letter.reason.encode()),
-                        ("source_topic", rec.topic.encode()),
-                        ("source_partition", str(rec.partition).encode()),
-                        ("source_offset", str(rec.offset).encode()),
-                    ],
-                )
+                value, headers = dlq_record(rec.topic, rec.partition, rec.offset, letter)
+                try:
+                    sent.append(
+                        self.producer.send(topic, key=rec.key, value=value, headers=headers)
+                    )
+                except KafkaError as exc:
+                    errors.append(f"offset {rec.offset}: {exc}")
             self.producer.flush(timeout=self.config.commit_timeout_ms / 1000)
-            self.stats.dlq_produced += len(rejected)
-        except KafkaError as exc:  # the dead letters are safe in the database
+        except KafkaError as exc:
+            errors.append(str(exc))
+        produced = sum(1 for future in sent if future.succeeded())
+        self.stats.dlq_produced += produced
+        if produced < len(rejected):  # the dead letters are safe in the database
             logger.warning(
-                "could not produce {} dead letters to {} ({}); they are in the dead_letters table",
+                "could not produce {} of {} dead letters to {} ({}); they are in the "
+                "dead_letters table",
+                len(rejected) - produced,
                 len(rejected),
                 topic,
-                exc,
+                "; ".join(errors[:3]) or "not acknowledged",
             )
 
     # -- assignment

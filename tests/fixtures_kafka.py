@@ -64,8 +64,11 @@ def produce(
     bootstrap: str,
     items: Iterable[tuple[str, bytes | None, bytes | None]],
 ) -> int:
-    """Send (topic, key, value) records and wait until all are acknowledged."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    """Send (topic, key, value) records and wait until all are acknowledged (values up to
+    4 MiB: a test may send one past the service's 1 MiB limit)."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_request_size=4 << 20
+    )
     n = 0
     try:
         for topic, key, value in items:

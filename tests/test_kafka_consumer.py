@@ -45,7 +45,14 @@ def test_consumes_events_tombstones_and_malformed_records(
     ledger, dlq = unique("ledger-"), unique("dlq-")
     create_topics(kafka_broker.bootstrap, [ledger, dlq], partitions=3)
     good = [ledger_event(f"T{i}") for i in range(300)]
-    bad = [b"not json", b"[1,2]", ledger_event("T-bad", op="x"), b'{"op":"c","password":"hunter2"']
+    huge = b'{"password": "hunter2", "pad": "' + b" " * (1100 * 1024) + b'"}'  # over 1 MiB
+    bad = [
+        b"not json",
+        huge,
+        b"[1,2]",
+        ledger_event("T-bad", op="x"),
+        b'{"op":"c","password":"hunter2"',
+    ]
     records = [(ledger, f"T{i}".encode(), v) for i, v in enumerate(good)]
     records += [(ledger, b"bad", v) for v in bad]
     records += [(ledger, b"T1", None)]  # tombstone
@@ -63,6 +70,7 @@ def test_consumes_events_tombstones_and_malformed_records(
     assert summary["duplicate"] == 20
     assert summary["dead_letter"] == len(bad)
     assert summary["tombstone"] == 1
+    assert stats.dlq_produced == len(bad)  # the oversize one stopped none of the others
     with migrated.connect() as conn:
         letters = conn.execute(select(dead_letters.c.reason, dead_letters.c.raw)).all()
         offsets = read_offsets(conn, [(ledger, p) for p in range(3)])
@@ -81,6 +89,9 @@ def test_consumes_events_tombstones_and_malformed_records(
     assert {"reason", "source_topic", "source_partition", "source_offset"} <= headers.keys()
     assert headers["source_topic"] == ledger.encode()
     assert all(b"hunter2" not in r.value for r in dlq_records)
+    cut = [r for r in dlq_records if "truncated_from" in dict(r.headers)]
+    assert len(cut) == 1  # the oversize value, truncated to fit a Kafka request
+    assert int(dict(cut[0].headers)["truncated_from"]) > len(cut[0].value)
 
 
 def test_restart_resumes_from_database_offsets(kafka_broker: Broker, migrated: Engine) -> None:
