@@ -4,15 +4,23 @@ The projection keeps its own last-writer-wins state of every ledger leg (interna
 table ``pair_legs``) and recomputes the pair row of each ``related_id`` a batch touches
 (the old and the new one when a leg moves).
 
-Arrival-order independence: each leg remembers ``first_ts``, the earliest commit time
-of any of its events (winning or not). ``first_seen_at`` is the minimum ``first_ts``
-over the candidate legs; ``completed_at`` (only when COMPLETE) the later of the two
-legs' ``first_ts`` — so the same events in any order give the same row.
+Times (SPEC §4.4: ``first_seen_at`` the commit time of the first leg's event,
+``completed_at`` that of the event that completed the pair), independent of arrival
+order: each leg remembers ``candidate_since`` — per ``related_id``, the earliest commit
+time of its events (winning or not) whose row made it a candidate leg of that order. A
+minimum is the same in any arrival order. ``first_seen_at`` is the earliest of them over
+the pair's candidate legs; ``completed_at`` (only when COMPLETE) the later of its two
+legs' — the first moment both were legs of the pair. (A leg that stopped being a
+candidate and became one again counts from its first time; an event without a commit
+time counts for nothing.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
@@ -58,7 +66,7 @@ PAIR_LEGS = TableDef(
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
-        ("first_ts", "text"),
+        ("candidate_since", "text"),  # JSON: related_id → earliest commit time as its leg
     ),
     indexes=(("related", ("related_id",)),),
     public=False,
@@ -90,7 +98,7 @@ def build_leg(
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,
-        "first_ts": current["first_ts"] if current is not None else None,
+        "candidate_since": current["candidate_since"] if current is not None else None,
     }
 
 
@@ -122,6 +130,40 @@ def is_candidate(leg: Row) -> bool:
     )
 
 
+def candidate_for(row: Mapping[str, Any]) -> str | None:
+    """The ``related_id`` a leg's row image makes it a candidate leg of (``None``: none)."""
+    related = row.get("related_id")
+    if (
+        related
+        and row.get("related_type") in CANDIDATE_RELATED_TYPES
+        and row.get("type") in LEG_TYPES
+    ):
+        return str(related)
+    return None
+
+
+def since_with(since: str | None, related_id: str, ts: str | None) -> str | None:
+    """``candidate_since`` with ``ts`` for ``related_id`` when it is earlier (canonical
+    JSON: keys sorted, so equal maps are equal text)."""
+    if ts is None:
+        return since
+    found: dict[str, str] = orjson.loads(since) if since else {}
+    known = found.get(related_id)
+    if known is not None and known <= ts:
+        return since
+    found[related_id] = ts
+    return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def since_of(leg: Row, related_id: str) -> str | None:
+    """The earliest commit time at which ``leg`` was a candidate leg of ``related_id``."""
+    since = leg["candidate_since"]
+    if not since:
+        return None
+    found: str | None = orjson.loads(since).get(related_id)
+    return found
+
+
 def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     """The pair row from every leg currently pointing at ``related_id`` (``None``: no candidate).
 
@@ -134,7 +176,7 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
         if not is_candidate(leg):
             continue
         (payments if leg["type"] == "PAYMENT" else receives).append(leg)
-        first = _earlier(first, leg["first_ts"])
+        first = _earlier(first, since_of(leg, related_id))
     count = len(payments) + len(receives)
     if not count:
         return None
@@ -143,7 +185,7 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     completed = None
     if pay is not None and rec is not None:
         status = COMPLETE
-        completed = _later(pay["first_ts"], rec["first_ts"])
+        completed = _later(since_of(pay, related_id), since_of(rec, related_id))
     elif len(payments) > 1 or len(receives) > 1:
         status = CONFLICT
     else:
@@ -166,6 +208,7 @@ class PairsV1(Projection):
 
     name = "pairs"
     version = 1
+    revision = 3  # 2026-11-30: the pair's times from candidate_since (was: any leg event)
     tables = (PAIRS, PAIR_LEGS)
     sources = frozenset({SOURCE})
     lookups = ((PAIR_LEGS.name, "related_id"),)
@@ -217,9 +260,10 @@ class PairsV1(Projection):
 # equality with pair_row is property-tested). Line by line: the WHERE is is_candidate and
 # the fold's "a leg with a related_id" (an empty one is never touched, so has no pair);
 # a side is filled only when it has exactly one leg, whose values min() then returns
-# as they are, NULL included; first_seen_at is _earlier over the legs (min() skips NULL);
-# completed_at is _later of the two sides (GREATEST skips NULL). Text is compared in
-# code-point order (COLLATE "C"), as Python compares str.
+# as they are, NULL included; first_seen_at is _earlier over the legs' since_of (min()
+# skips NULL; ->> of a missing key is NULL); completed_at is _later of the two sides
+# (GREATEST skips NULL). Text is compared in code-point order (COLLATE "C"), as Python
+# compares str.
 _DERIVE_SELECT = """
 SELECT related_id,
        CASE WHEN payments = 1 THEN pay_tx END,
@@ -240,10 +284,10 @@ FROM (
            min(tx_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_tx,
            min(wallet_id COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_wallet,
            min(wallet_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_wallet,
-           min(first_ts COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_first,
-           min(first_ts COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_first,
-           min(first_ts COLLATE "C") AS first_seen
-    FROM {source}
+           min(since COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_first,
+           min(since COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_first,
+           min(since COLLATE "C") AS first_seen
+    FROM (SELECT *, CAST(candidate_since AS jsonb) ->> related_id AS since FROM {source}) AS l
     WHERE deleted IS NOT TRUE
       AND related_id <> ''
       AND (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
@@ -263,9 +307,12 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
             continue
         key = change.key
         current = legs.get(key)
+        # the order this event's own row made the leg a candidate of, at its commit time
+        related = None if change.op == "d" else candidate_for(change.row)
         if current is None:  # merge() with nothing to beat: the change's own leg
             new = build_leg(event, None, *effective_version(event, None))
-            new["first_ts"] = change.source_ts  # the earliest of none and this one
+            if related is not None:
+                new["candidate_since"] = since_with(None, related, change.source_ts)
             legs[key] = new
             if new["related_id"]:
                 touched.add(new["related_id"])
@@ -273,13 +320,17 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
         built = merge(event, current, build_leg)
         if built is not None:  # a row of its own: complete it in place
             new = built
-            new["first_ts"] = _earlier(new["first_ts"], change.source_ts)
+            if related is not None:
+                new["candidate_since"] = since_with(
+                    new["candidate_since"], related, change.source_ts
+                )
         else:
             assert current is not None  # merge always wins over an absent row
             new = current
-            first = _earlier(new["first_ts"], change.source_ts)
-            if first != new["first_ts"]:
-                new = {**new, "first_ts": first}  # current is shared with the before state
+            if related is not None:
+                since = since_with(new["candidate_since"], related, change.source_ts)
+                if since != new["candidate_since"]:  # current is shared with the before state
+                    new = {**new, "candidate_since": since}
         legs[key] = new
         if current is not None and current["related_id"]:
             touched.add(current["related_id"])
@@ -295,6 +346,7 @@ class PairLegsV1(Projection):
 
     name = PairsV1.name
     version = PairsV1.version
+    revision = PairsV1.revision
     tables = (PAIR_LEGS,)
     sources = frozenset({SOURCE})
     per_key = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,10 @@ legs_strategy = st.lists(
             "related_id": st.sampled_from([None, "", "O1", "O2", "O3", "o1"]),
             "related_type": st.sampled_from([None, "PAYMENT_ORDER", "REFUND"]),
             "deleted": st.booleans(),
-            "first_ts": st.sampled_from(TIMES),
+            # per related_id, the earliest time as its leg (other orders' entries included)
+            "candidate_since": st.dictionaries(
+                st.sampled_from(["O1", "O2", "O3", "o1"]), st.sampled_from(TIMES[1:]), max_size=3
+            ).map(lambda d: orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode() if d else None),
         }
     ),
     max_size=14,
@@ -57,7 +61,7 @@ def full_leg(index: int, leg: dict[str, Any]) -> Row:
         "updated_at": None,
         "version": index,
         "deleted_at": None,
-        "source_ts": leg["first_ts"],
+        "source_ts": None,
         "lsn": None,
         "position": index + 1,
     }

@@ -356,7 +356,7 @@ def test_pair_row_helper_ignores_deleted_legs() -> None:
             "related_type": None,
             "deleted": True,
             "wallet_id": "W",
-            "first_ts": None,
+            "candidate_since": '{"O":"2026-01-01T00:00:00.000000Z"}',
         },
     ]
     assert pair_row("O", legs) is None

@@ -86,7 +86,7 @@ def reference_leg(
     row: Row = {"tx_id": event.change.key}
     row.update(data_columns(event, current, _LEG_DATA))
     row.update(provenance(event, version, updated_at))
-    row["first_ts"] = current["first_ts"] if current is not None else None
+    row["candidate_since"] = current["candidate_since"] if current is not None else None
     return {name: row[name] for name in PAIR_LEGS.column_names}
 
 
@@ -106,7 +106,7 @@ def _row(columns: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
         "updated_at": _TS,
         "settled_at": _TS,
         "failed_at": _TS,
-        "first_ts": _TS,
+        "candidate_since": st.none() | st.just('{"O1":"2026-01-01T00:00:00.000000Z"}'),
         "version": _VERSION,
         "deleted": st.booleans(),
         "deleted_at": _TS,

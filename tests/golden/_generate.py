@@ -213,7 +213,17 @@ SCENARIOS: dict[str, list[Any]] = {
             lsn=90,
         ),
     ],
-    # a leg moves from O1 to O2: O1 keeps only T2 (INCOMPLETE), O2 gets T1
+    # the pair completes by an update, delivered before the events it follows: T2 is a
+    # REFUND receive at 00:00:01 (no candidate), T1 pays at 00:00:02, T2 becomes the
+    # order's receive at 00:00:03 — first_seen_at 00:00:02 (T1, the first leg), completed_at
+    # 00:00:03 (the event that completed it), whatever the arrival order
+    "completed_by_an_update": [
+        env(L, "u", leg("T2", "RECEIVE", "O1", wallet="W2", version=2), ts=3, lsn=12),
+        env(L, "c", leg("T2", "RECEIVE", "O1", related_type="REFUND", wallet="W2"), ts=1, lsn=10),
+        env(L, "c", PAY, ts=2, lsn=11),
+    ],
+    # a leg moves from O1 to O2: O1 keeps only T2 (INCOMPLETE), O2 gets T1 — first seen
+    # at 00:00:03, when T1 moved there (not at its creation, when it belonged to O1)
     "leg_moves_between_orders": [
         env(L, "c", PAY, ts=1, lsn=10),
         env(L, "c", REC, ts=2, lsn=11),
