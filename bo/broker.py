@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -125,7 +126,8 @@ class Broker:
 
 @contextlib.contextmanager
 def throwaway_broker(port: int | None = None) -> Iterator[Broker]:
-    """Start a broker on a free loopback port, yield it, stop it at the end."""
+    """Start a broker on a free loopback port, yield it, stop it at the end; its log's
+    temporary directory goes with it, unless something failed (errors name the log)."""
     binary = find_tansu()
     log_dir = Path(tempfile.mkdtemp(prefix="bo-tansu-"))
     broker = Broker(binary, port or free_port(), log_dir / "tansu.log")
@@ -134,3 +136,4 @@ def throwaway_broker(port: int | None = None) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+    shutil.rmtree(log_dir, ignore_errors=True)

@@ -15,7 +15,7 @@ from loguru import logger
 from sqlalchemy import Engine
 
 from bo import cli
-from bo.broker import Broker, free_port
+from bo.broker import Broker, free_port, throwaway_broker
 from tests.fixtures_kafka import (
     create_topics,
     kafka_broker,
@@ -166,3 +166,11 @@ def test_bad_linger_is_a_usage_error(
     err = capsys.readouterr().err.strip()
     assert "linger-ms" in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_the_test_broker_leaves_no_directory_behind() -> None:
+    """Every Kafka test starts one: their log directories must not pile up in /tmp."""
+    with throwaway_broker() as broker:
+        folder = broker.log_path.parent
+        assert folder.is_dir()
+    assert not folder.exists()
