@@ -31,17 +31,20 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from eventlog.db import write_tx
 from eventlog.decode import TABLES
@@ -84,6 +87,7 @@ class TableReport:
 class BackfillReport:
     run_id: str
     tables: list[TableReport] = field(default_factory=list)
+    head: int = 0  # the log's head when the run ended (whatever it appended)
 
     def summary(self) -> dict[str, Any]:
         total = AppendResult()
@@ -93,7 +97,7 @@ class BackfillReport:
             "run_id": self.run_id,
             "rows": sum(t.rows for t in self.tables),
             **total.summary(),
-            "head": total.head,
+            "head": max(self.head, total.head),
             "tables": [t.summary() for t in self.tables],
         }
 
@@ -154,7 +158,8 @@ def backfill(
     try:
         oltp = psycopg.connect(libpq_dsn(dsn), autocommit=False, connect_timeout=10)
     except psycopg.Error as exc:
-        raise ConfigError(f"cannot connect to the OLTP database: {_first_line(exc)}") from exc
+        message = scrub_dsn_secrets(_first_line(exc), dsn)
+        raise ConfigError(f"cannot connect to the OLTP database: {message}") from exc
     try:
         with oltp:
             oltp.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -169,10 +174,34 @@ def backfill(
             oltp.rollback()
     except psycopg.Error as exc:
         raise OltpError(
-            f"OLTP database error during backfill: {_first_line(exc)} "
+            f"OLTP database error during backfill: {scrub_dsn_secrets(_first_line(exc), dsn)} "
             "(progress up to the last appended batch is saved: re-run to resume)"
         ) from exc
+    report.head = EventLog(engine).head()
     return report
+
+
+_USERINFO_PASSWORD = re.compile(r"://[^:/@?#\s]*:([^@/?#\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s]+)", re.IGNORECASE)
+
+
+def scrub_dsn_secrets(message: str, dsn: str) -> str:
+    """``message`` without the password the DSN spells (``postgresql://u:PW@…`` or
+    ``password=PW``), as written or percent-decoded: the driver quotes a malformed DSN
+    back in its error, and that error is printed and logged (SPEC §2.5)."""
+    secrets: set[str] = set()
+    for pattern in (_USERINFO_PASSWORD, _KEYWORD_PASSWORD):
+        for match in pattern.finditer(dsn):
+            secret = match.group(1).strip("'")
+            if secret:
+                secrets |= {secret, unquote(secret)}
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
+
+
+class BackfillConflict(BoError):
+    """Another backfill of the same run moved its progress meanwhile (exit code 2)."""
 
 
 class OltpError(BoError):
@@ -390,6 +419,7 @@ def _copy_table(
     on_rows: Callable[[int], None] | None,
 ) -> TableReport:
     report = TableReport(table)
+    expected = after  # the progress this run continues from, batch by batch
     for chunk in _rows(oltp, schema, table, cols, after, batch):
         if budget is not None:
             chunk = chunk[: max(0, budget - report.rows)]
@@ -409,10 +439,16 @@ def _copy_table(
             log.append(
                 outcomes,
                 also=functools.partial(
-                    _save_progress, run=run, table=table, last_key=last_key, rows=count
+                    _save_progress,
+                    run=run,
+                    table=table,
+                    last_key=last_key,
+                    rows=count,
+                    expected=expected,
                 ),
             )
         )
+        expected = last_key
         report.rows += count
         if on_rows is not None:
             on_rows(count)
@@ -437,21 +473,51 @@ def _progress(engine: Engine, run: str) -> dict[str, tuple[str | None, bool]]:
     return {str(r[0]): (r[1], bool(r[2])) for r in rows}
 
 
-def _save_progress(conn: Connection, run: str, table: str, last_key: str, rows: int) -> None:
+def _save_progress(
+    conn: Connection, run: str, table: str, last_key: str, rows: int, expected: str | None
+) -> None:
+    """Move the run's progress for ``table`` from ``expected`` to ``last_key`` in the
+    batch's append transaction; :class:`BackfillConflict` (the batch is not appended) when
+    it is no longer at ``expected`` — a second backfill of the same run got there first.
+    The progress row is read ``FOR UPDATE`` on PostgreSQL (SQLite's transaction holds the
+    write lock), so two runs cannot both pass the check."""
     where = (backfill_progress.c.run_id == run) & (backfill_progress.c.table_name == table)
-    current = conn.execute(select(backfill_progress.c.rows).where(where)).first()
+    current = conn.execute(
+        select(backfill_progress.c.rows, backfill_progress.c.last_key, backfill_progress.c.done)
+        .where(where)
+        .with_for_update()
+    ).first()
+    at = None if current is None else current[1]
+    if at != expected or (current is not None and current[2]):
+        raise _conflict(run, table)
     now = now_text()
     if current is None:
-        conn.execute(
-            insert(backfill_progress).values(
-                run_id=run, table_name=table, last_key=last_key, done=0, rows=rows, updated_at=now
+        try:
+            conn.execute(
+                insert(backfill_progress).values(
+                    run_id=run,
+                    table_name=table,
+                    last_key=last_key,
+                    done=0,
+                    rows=rows,
+                    updated_at=now,
+                )
             )
-        )
+        except IntegrityError as exc:  # the other run inserted the row first
+            raise _conflict(run, table) from exc
         return
     conn.execute(
         update(backfill_progress)
         .where(where)
         .values(last_key=last_key, rows=int(current[0]) + rows, updated_at=now)
+    )
+
+
+def _conflict(run: str, table: str) -> BackfillConflict:
+    return BackfillConflict(
+        f"another backfill of run {run} is copying {table} (its progress moved under this "
+        "one): this run stopped without appending its batch; let the other finish, or re-run "
+        "afterwards to resume"
     )
 
 

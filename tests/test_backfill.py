@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from bo.pgcluster import Cluster
-from eventlog.backfill import OltpError, backfill, parse_tables
+from eventlog.backfill import BackfillConflict, OltpError, backfill, parse_tables
 from eventlog.errors import ConfigError, UsageError
 from eventlog.schema import backfill_progress, events
 from eventlog.store import iter_events
@@ -125,6 +125,25 @@ def test_interrupted_backfill_resumes_after_the_last_key(migrated: Engine, oltp:
     third = backfill(migrated, oltp, run_id="r1")
     assert third.summary()["rows"] == 0
     assert all(t["skipped"] for t in third.summary()["tables"])
+    assert third.summary()["head"] == N_LEDGER + N_ORDERS  # the log's head, not 0
+
+
+def test_a_second_backfill_of_the_same_run_cannot_repeat_rows(migrated: Engine, oltp: str) -> None:
+    """Two processes backfilling one run (a retried job while the first still runs): the
+    one whose progress moved under it stops before appending its batch — the log holds
+    every row once."""
+    others: list[Any] = []
+
+    def other_run_meanwhile(_rows: int) -> None:
+        if not others:  # after this run's first batch: another run copies everything
+            others.append(backfill(migrated, oltp, run_id="r9", batch=64))
+
+    with pytest.raises(BackfillConflict, match="another backfill of run r9"):
+        backfill(migrated, oltp, run_id="r9", batch=64, on_rows=other_run_meanwhile)
+    assert others[0].summary()["appended"] == N_LEDGER + N_ORDERS - 64
+    assert log_count(migrated) == N_LEDGER + N_ORDERS
+    keys = [e.change.key for e in _events(migrated) if e.change.table == "ledger_entries"]
+    assert len(keys) == len(set(keys)) == N_LEDGER
 
 
 def test_restart_reads_again_and_duplicates_nothing_new(migrated: Engine, oltp: str) -> None:
@@ -139,6 +158,13 @@ def test_bad_input_is_a_clear_error(migrated: Engine, oltp: str, pg_cluster: Clu
         parse_tables("ledger_entries,accounts")
     with pytest.raises(ConfigError, match="cannot connect to the OLTP database"):
         backfill(migrated, "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=2")
+    for dsn in ("postgresql://u:S3CRETPW@[::1/oltp", "postgresql://u:S3CRETPW%ZZ@127.0.0.1/x"):
+        with pytest.raises(ConfigError, match="cannot connect") as raised:
+            backfill(migrated, dsn)  # the driver quotes a malformed DSN in its error
+        assert "S3CRETPW" not in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        backfill(migrated, "host=127.0.0.1 port=1 password='S3CRET PW' dbname=x user=x x=y")
+    assert "S3CRET" not in str(raised.value)
     empty = pg_cluster.create_database(f"empty{next(_n)}")
     with pytest.raises(ConfigError, match=r"OLTP table public.ledger_entries not found"):
         backfill(migrated, empty)
