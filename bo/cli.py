@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import ArgumentError
 
 from bo import cli_api, cli_demo, cli_kafka, cli_projections
 from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
@@ -52,9 +51,8 @@ def container() -> Container:
     c = bootstrap()
     try:
         _ = c.engine  # builds the engine (no connection yet): parses BO_DATABASE_URL
-    except (ArgumentError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"BO_DATABASE_URL: cannot be parsed: {detail}") from exc
+    except ConfigError as exc:  # make_engine: not a URL (its password left out)
+        raise ConfigError(f"BO_DATABASE_URL: {exc}") from exc
     return c
 
 

@@ -31,7 +31,7 @@ def demo_command(
 
     Re-running reuses the database; --reset starts over. Ctrl-C stops cleanly.
     """
-    c = bootstrap(log_json=False)  # the demo runs in a terminal: readable logs
+    c = bootstrap()  # logs as every command writes them: one JSON object a line, on stderr
     if not no_serve:
         demo.check_port_free(host, port)
     base_url = f"http://{host}:{port}"

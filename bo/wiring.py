@@ -45,7 +45,7 @@ class Container:
             self._engine.dispose()
 
 
-def bootstrap(*, log_json: bool = True, **overrides: object) -> Container:
+def bootstrap(**overrides: object) -> Container:
     settings = load_settings(**overrides)
-    configure_logging(settings.log_level, json=log_json)
+    configure_logging(settings.log_level)  # one JSON object a line, on stderr (SPEC §8)
     return Container(settings)

@@ -31,14 +31,12 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 import psycopg
@@ -46,7 +44,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from eventlog.db import write_tx
+from eventlog.db import without_password, write_tx
 from eventlog.decode import TABLES
 from eventlog.errors import BoError, ConfigError, UsageError
 from eventlog.schema import backfill_progress
@@ -158,7 +156,7 @@ def backfill(
     try:
         oltp = psycopg.connect(libpq_dsn(dsn), autocommit=False, connect_timeout=10)
     except psycopg.Error as exc:
-        message = scrub_dsn_secrets(_first_line(exc), dsn)
+        message = without_password(_first_line(exc), dsn)
         raise ConfigError(f"cannot connect to the OLTP database: {message}") from exc
     try:
         with oltp:
@@ -174,30 +172,11 @@ def backfill(
             oltp.rollback()
     except psycopg.Error as exc:
         raise OltpError(
-            f"OLTP database error during backfill: {scrub_dsn_secrets(_first_line(exc), dsn)} "
+            f"OLTP database error during backfill: {without_password(_first_line(exc), dsn)} "
             "(progress up to the last appended batch is saved: re-run to resume)"
         ) from exc
     report.head = EventLog(engine).head()
     return report
-
-
-_USERINFO_PASSWORD = re.compile(r"://[^:/@?#\s]*:([^@/?#\s]*)@")
-_KEYWORD_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s]+)", re.IGNORECASE)
-
-
-def scrub_dsn_secrets(message: str, dsn: str) -> str:
-    """``message`` without the password the DSN spells (``postgresql://u:PW@…`` or
-    ``password=PW``), as written or percent-decoded: the driver quotes a malformed DSN
-    back in its error, and that error is printed and logged (SPEC §2.5)."""
-    secrets: set[str] = set()
-    for pattern in (_USERINFO_PASSWORD, _KEYWORD_PASSWORD):
-        for match in pattern.finditer(dsn):
-            secret = match.group(1).strip("'")
-            if secret:
-                secrets |= {secret, unquote(secret)}
-    for secret in sorted(secrets, key=len, reverse=True):
-        message = message.replace(secret, "***")
-    return message
 
 
 class BackfillConflict(BoError):

@@ -7,16 +7,18 @@ read-then-write transaction never fails on lock upgrade.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from eventlog.errors import DatabaseUnavailable
+from eventlog.errors import ConfigError, DatabaseUnavailable
 from eventlog.schema import SCHEMAS
 
 _WRITE = "bo_write"
@@ -39,16 +41,43 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True, **kwargs
     comparing every row against every key (seconds per batch during a catch-up, until
     autovacuum's first ANALYZE). Planning a statement costs tens of microseconds.
     """
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url, **kwargs)
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
-        connect_args={"connect_timeout": 5, "options": "-c plan_cache_mode=force_custom_plan"},
-        **kwargs,
-    )
+    try:
+        if url.startswith("sqlite"):
+            return _sqlite_engine(url, **kwargs)
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=pre_ping,
+            connect_args={"connect_timeout": 5, "options": "-c plan_cache_mode=force_custom_plan"},
+            **kwargs,
+        )
+    except (ArgumentError, ValueError) as exc:  # not even a URL: a configuration error
+        text_ = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"database URL cannot be parsed: {without_password(text_, url)}") from exc
+
+
+_USERINFO = re.compile(r"(://[^:/@?#\s]*:)([^@/?#\s]*)(@)")
+_KEYWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]+)", re.IGNORECASE)
+
+
+def without_password(message: str, url: str) -> str:
+    """``message`` (a driver's error, say: it may quote a malformed URL back) without the
+    password ``url`` spells — in its ``user:password@`` or ``password=`` form, and anywhere
+    else as a whole token, as written or percent-decoded (SPEC §2.5: no credential in a
+    log line or an error)."""
+    secrets: set[str] = set()
+    for pattern in (_USERINFO, _KEYWORD):
+        for match in pattern.finditer(url):
+            secret = match.group(2).strip("'")
+            if secret:
+                secrets |= {secret, unquote(secret)}
+    message = _USERINFO.sub(r"\1***\3", message)
+    message = _KEYWORD.sub(r"\1***", message)
+    for secret in sorted(secrets, key=len, reverse=True):
+        token = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
+        message = re.sub(token, "***", message)
+    return message
 
 
 def _sqlite_engine(url: str, **kwargs: Any) -> Engine:

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from eventlog.decode import parse, to_change
 from eventlog.errors import ChainBroken, DecodeError
 from eventlog.identity import GENESIS, chain_hash, event_id
-from eventlog.schema import events
+from eventlog.schema import checkpoints, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,25 @@ def verify_log(engine: Engine, *, batch: int = 5000) -> ChainReport:
                 _check_derived(position, row, payload)
                 prev = row.hash
                 count += 1
+        _check_tail(conn, expected_pos)
     return ChainReport(events=count, head=expected_pos, head_hash=prev)
+
+
+def _check_tail(conn: Connection, head: int) -> None:
+    """A chain cannot show that events were cut from its end; the projections' checkpoints
+    can: none may have applied a position past the head (events deleted at the tail)."""
+    cp = conn.execute(
+        select(checkpoints.c.projection, checkpoints.c.version, checkpoints.c.position)
+        .where(checkpoints.c.position > head)
+        .order_by(checkpoints.c.position.desc())
+        .limit(1)
+    ).first()
+    if cp is not None:
+        raise ChainBroken(
+            head + 1,
+            f"position missing: the log ends at {head}, but {cp.projection}.v{cp.version} "
+            f"has applied up to {cp.position} (events cut from the end)",
+        )
 
 
 def _check_derived(position: int, row: Any, payload: bytes) -> None:
@@ -87,6 +105,11 @@ def _check_derived(position: int, row: Any, payload: bytes) -> None:
     for column, value in derived.items():
         if getattr(row, column) != value:
             raise ChainBroken(position, f"{column} does not match the stored bytes")
-    stored_paths = orjson.loads(row.redacted_paths)
+    try:
+        stored_paths = orjson.loads(row.redacted_paths)
+    except orjson.JSONDecodeError:
+        stored_paths = None
+    if not isinstance(stored_paths, list) or not all(isinstance(p, str) for p in stored_paths):
+        raise ChainBroken(position, "redacted_paths is not a JSON list of paths")
     if set(parsed.redacted_paths) - set(stored_paths):
         raise ChainBroken(position, "stored bytes hold an unredacted credential key")

@@ -15,6 +15,7 @@ import typer
 from bo.output import EXIT_CHECK, EXIT_OK, Reporter, emit, run_app
 from bo.wiring import Container, bootstrap
 from eventlog.errors import UsageError
+from eventlog.logs import configure_logging
 from projections import registry
 from projections.status import status as projection_status
 from rebuild.build import BATCH, build, drop, promote
@@ -271,6 +272,7 @@ def golden_command(
     as_json: JsonOpt = False,
 ) -> int:
     """Replay each scenario into a fresh database and compare with its expected rows."""
+    configure_logging("WARNING")  # reads no BO_* settings; logs as JSON lines like the rest
     results = run_golden(directory, update=update, database_url=database_url)
     ok = all(r.ok for r in results)
     emit(

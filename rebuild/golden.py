@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from eventlog.db import make_engine, write_tx
-from eventlog.errors import UsageError
+from eventlog.db import make_engine, without_password, write_tx
+from eventlog.errors import ConfigError, UsageError
 from eventlog.ingest import ingest_stream, read_lines
 from eventlog.migrate import upgrade
 from eventlog.settings import Settings, load_settings
@@ -135,11 +136,28 @@ def _check(
         file.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in actual))
         result.updated.append(file.name)
         return
-    expected = [orjson.loads(line) for line in file.read_bytes().splitlines() if line.strip()]
+    expected = _expected_rows(file, projection.public.key)
     problems = readable_diff(projection.public.key, expected, actual)
     if problems:
         result.ok = False
         result.problems += [f"{file.name}: {p}" for p in problems]
+
+
+def _expected_rows(file: Path, key: str) -> list[Any]:
+    """The rows of an expected file: one JSON object with the table's key per line; a
+    malformed scenario is a usage error naming the file and line, not a crash."""
+    rows: list[Any] = []
+    for number, line in enumerate(file.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"{file}: line {number} is not JSON ({exc})") from exc
+        if not isinstance(row, dict) or key not in row:
+            raise UsageError(f"{file}: line {number} is not a row with its key {key!r}")
+        rows.append(row)
+    return rows
 
 
 def _replayed(engine: Engine, projection: Projection, batch: int, suffix: str) -> list[Any]:
@@ -183,7 +201,11 @@ def fresh_database(database_url: str | None) -> Iterator[str]:
         return
     import psycopg
 
-    url = make_url(load_settings(database_url=database_url).database_url)
+    try:
+        url = make_url(load_settings(database_url=database_url).database_url)
+    except (ArgumentError, ValueError) as exc:
+        detail = without_password(str(exc).strip().splitlines()[0], database_url)
+        raise ConfigError(f"--database-url cannot be parsed: {detail}") from exc
     name = f"bo_golden_{uuid.uuid4().hex[:12]}"
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -29,6 +29,8 @@ from eventlog.migrate import upgrade
 BIN = Path(sys.executable).parent
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
 DATABASE = re.compile(r"database|127\.0\.0\.1:1|connection", re.I)
+UNPARSEABLE = "postgresql://u:S3CRET@[::1/x"  # not a URL at all, with a password in it
+NOT_PARSED = re.compile(r"^(?!.*S3CRET).*(cannot be parsed|sqlite)", re.I)  # never echoed
 
 
 def command_paths(command: Any, prefix: str) -> list[str]:
@@ -125,6 +127,8 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
     ("rebuild verify", ("verify", "--projection", "nope"), {}, "nope"),
     ("rebuild golden", ("golden", "{missing}"), {}, "missing"),
     ("rebuild golden", ("golden", "{golden}", "--database-url", "{dsn}"), {}, DATABASE),
+    ("rebuild golden", ("golden", "{golden}", "--database-url", UNPARSEABLE), {}, NOT_PARSED),
+    ("rebuild golden", ("golden", "{badgolden}"), {}, "line 1 is not JSON"),
     ("rebuild drop", ("drop", "--projection", "nope", "--version", "1"), {}, "nope"),
 ]
 
@@ -164,6 +168,10 @@ def build_cases() -> list[Case]:
         if valid.needs_db:
             broken = valid.env | {"BO_DATABASE_URL": UNREACHABLE}
             cases.append(Case(f"{command}|unreachable-db", command, valid.argv, broken, DATABASE))
+            garbled = valid.env | {"BO_DATABASE_URL": UNPARSEABLE}
+            cases.append(
+                Case(f"{command}|unparseable-url", command, valid.argv, garbled, NOT_PARSED)
+            )
     for command, argv, env, names in BAD:
         if command in PRESENT or command == "bo":
             cases.append(Case(f"{command}|{' '.join(argv)}", command, argv, env, names))
@@ -182,6 +190,7 @@ def _fill(values: tuple[str, ...] | dict[str, str], where: Path, port: int) -> l
         "{events}": str(where / "events.jsonl"),
         "{missing}": str(where / "missing" / "nothing.jsonl"),
         "{golden}": str(where / "golden"),
+        "{badgolden}": str(where / "badgolden"),
         "{port}": str(port),
         "{dsn}": UNREACHABLE,
     }
@@ -198,6 +207,10 @@ def run(case: Case, where: Path, template: Path) -> subprocess.CompletedProcess[
     (scenario / "expected").mkdir(parents=True)
     (scenario / "events.jsonl").write_text('{"op":"c"}\n', encoding="utf-8")
     (scenario / "expected" / "pairs.jsonl").write_text("", encoding="utf-8")
+    malformed = where / "badgolden" / "one"  # its expected file is not JSON
+    (malformed / "expected").mkdir(parents=True)
+    (malformed / "events.jsonl").write_text("", encoding="utf-8")
+    (malformed / "expected" / "ledger_entries.jsonl").write_text("{bad\n", encoding="utf-8")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BO_", "OTEL_"))}
     env |= {

@@ -22,6 +22,7 @@ from eventlog.ingest import ingest_stream, read_lines
 from eventlog.schema import events
 from eventlog.store import EventLog, Prepared, SourceRef, iter_events, prepare
 from eventlog.verify import verify_log
+from projections.runner import Runner
 from tests.fixtures_eventlog import event, ledger_row, order_row, sample_stream
 
 BO = str(Path(sys.executable).with_name("bo"))
@@ -209,6 +210,12 @@ TAMPERS = {
         text(f"UPDATE {t} SET entity_key = 'ledger_entries:X' WHERE position = 3")
     ),
     "a deleted event": lambda c, t: c.execute(text(f"DELETE FROM {t} WHERE position = 3")),
+    "redacted_paths not JSON": lambda c, t: c.execute(
+        text(f"UPDATE {t} SET redacted_paths = 'notjson' WHERE position = 3")
+    ),
+    "redacted_paths not a list": lambda c, t: c.execute(
+        text(f"UPDATE {t} SET redacted_paths = '5' WHERE position = 3")
+    ),
 }
 
 
@@ -221,6 +228,20 @@ def test_verify_names_the_first_bad_position_after_tampering(migrated: Engine, t
     with pytest.raises(ChainBroken) as broken:
         verify_log(migrated)
     assert broken.value.position == 3
+
+
+def test_verify_notices_events_cut_from_the_end(migrated: Engine) -> None:
+    """A chain alone cannot show a shortened tail; a projection that applied past the new
+    head can."""
+    append_lines(migrated, [event(after=ledger_row(f"T{n}"), lsn=n) for n in range(5)])
+    Runner(migrated, None).run_once()
+    verify_log(migrated)
+    with migrated.begin() as conn:
+        table = _unlock(conn)
+        conn.execute(text(f"DELETE FROM {table} WHERE position >= 4"))
+    with pytest.raises(ChainBroken, match="applied up to 5") as broken:
+        verify_log(migrated)
+    assert broken.value.position == 4
 
 
 def test_bo_log_verify_exits_1_naming_the_position(migrated: Engine) -> None:
