@@ -13,7 +13,7 @@ from loguru import logger
 from sqlalchemy import Engine
 
 from bo.output import EXIT_CHECK, EXIT_OK, emit
-from bo.wiring import Container, bootstrap
+from bo.wiring import Container, bootstrap, check_port_free
 from eventlog.db import make_engine
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -43,6 +43,7 @@ def serve_command(
 ) -> int:
     """Serve the admin API (uvicorn), with the projection runner in-process by default."""
     c = bootstrap()
+    check_port_free(host, port)
     c.require_database()
     if with_consumer:
         from eventlog.kafka import check_kafka_settings

@@ -8,7 +8,7 @@ import typer
 
 from bo import demo
 from bo.output import EXIT_OK, emit
-from bo.wiring import bootstrap
+from bo.wiring import bootstrap, check_port_free
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def demo_command(
     """
     c = bootstrap()  # logs as every command writes them: one JSON object a line, on stderr
     if not no_serve:
-        demo.check_port_free(host, port)
+        check_port_free(host, port)
     base_url = f"http://{host}:{port}"
     report = demo.prepare(c, reset=reset)
     emit(report.as_dict(base_url), as_json, lambda _d: demo.render(report, base_url))

@@ -16,7 +16,6 @@ Steps (each one safe to repeat, so re-running reuses the database):
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,18 +261,6 @@ def render(report: DemoReport, base_url: str) -> str:
         out += [f"# {what}", command]
     out += ["", f"console   {base_url}/console", f"metrics   {base_url}/metrics"]
     return "\n".join(out)
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail with one line before printing anything when the port is taken."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc} (try --port)"
-            ) from exc
 
 
 def serve(c: Container, host: str, port: int) -> int:

@@ -5,13 +5,14 @@ Nothing here runs at import time; every entry point calls :func:`bootstrap`.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from sqlalchemy import Engine
 
 from eventlog.db import check_reachable, make_engine
-from eventlog.errors import DatabaseUnavailable
+from eventlog.errors import DatabaseUnavailable, UsageError
 from eventlog.logs import configure_logging
 from eventlog.migrate import at_head
 from eventlog.settings import Settings, load_settings
@@ -49,3 +50,16 @@ def bootstrap(**overrides: object) -> Container:
     settings = load_settings(**overrides)
     configure_logging(settings.log_level)  # one JSON object a line, on stderr (SPEC §8)
     return Container(settings)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line (exit 2) before serving, or printing anything, when the address
+    cannot be listened on: taken, not this host's, or not resolvable."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (try --port)"
+            ) from exc

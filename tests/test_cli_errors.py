@@ -110,6 +110,7 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
     ("bo consume", ("consume",), {}, "BO_KAFKA_BOOTSTRAP"),
     ("bo backfill", ("backfill", "--oltp-dsn", "{dsn}", "--tables", "nope"), {}, "nope"),
     ("bo serve", ("serve", "--port", "70000"), {}, "--port"),
+    ("bo serve", ("serve", "--host", "nosuchhost.invalid", "--port", "{port}"), {}, "listen on"),
     ("bo token", ("token", "--sub", "a", "--role", "X", "--ttl", "-5"), {}, "ttl"),
     (
         "bo token",
