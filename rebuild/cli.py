@@ -218,6 +218,8 @@ def _verify_text(d: dict[str, Any]) -> str:
     for r in d["projections"]:
         if r.get("version") is None:
             lines.append(f"{r['projection']}: {r.get('note', 'not built')}")
+        elif not r["ok"] and r.get("note"):
+            lines.append(f"{r['projection']}.v{r['version']}: DRIFT: {r['note']}")
         elif r["ok"]:
             lines.append(
                 f"{r['projection']}.v{r['version']}: ok at position {r['position']}, "

@@ -27,7 +27,9 @@ from projections.checksum import Checksum, sorted_rows
 from projections.runner import Runner
 from projections.store import (
     ACTIVE,
+    SERVING,
     Tables,
+    all_checkpoints,
     create_tables,
     drop_tables,
     get_checkpoint,
@@ -160,11 +162,29 @@ def _rows(conn: Connection, tables: Tables) -> RowSource:
 def verify(
     engine: Engine, settings: Settings | None, name: str, *, limit: int = 5
 ) -> dict[str, Any]:
-    """Replay the serving version of ``name`` into scratch tables and compare."""
+    """Replay the serving version of ``name`` into scratch tables and compare. A serving
+    version whose view or tables are gone (dropped by hand) is drift too, not "not built"."""
     with read_tx(engine) as conn:
         version = serving_version(conn, name)
-    if version is None:
+        serving = [c for c in all_checkpoints(conn) if c.projection == name and c.state == SERVING]
+        missing = version is not None and not tables_exist(
+            conn, registry.make(name, version, settings)
+        )
+    if version is None and not serving:
         return {"projection": name, "version": None, "ok": True, "note": "not built yet"}
+    if version is None or missing:
+        cp = serving[0] if version is None else None
+        gone = f"the view bo.{name}" if version is None else "its tables"
+        return {
+            "projection": name,
+            "version": cp.version if cp is not None else version,
+            "position": cp.position if cp is not None else None,
+            "ok": False,
+            "note": f"serving, but {gone} are missing",
+            "differences": cp.rows if cp is not None else None,
+            "first_keys": [],
+            "details": [],
+        }
     projection = registry.make(name, version, settings)
     with snapshot(engine) as live:
         cp = get_checkpoint(live, name, version)

@@ -429,6 +429,27 @@ def test_verify_reports_rows_added_or_removed_by_hand(migrated: Engine, cli: Any
     assert item["differences"] == 2
 
 
+@pytest.mark.parametrize("dropped", ["view and table", "table"])
+def test_verify_fails_when_serving_tables_were_dropped(
+    migrated: Engine, cli: Any, dropped: str
+) -> None:
+    """A serving version whose view or table is gone is drift, not "not built yet"."""
+    fill(migrated, 4)
+    Runner(migrated, None).run_once()
+    pg = migrated.dialect.name != "sqlite"
+    schema = "bo." if pg else ""
+    with migrated.begin() as conn:
+        if dropped == "view and table":
+            conn.execute(text(f"DROP VIEW {schema}payment_orders"))
+        cascade = " CASCADE" if pg else ""
+        conn.execute(text(f"DROP TABLE {schema}payment_orders_v1{cascade}"))
+    code, report = cli("verify", "--projection", "payment_orders", "--json")
+    assert code == 1
+    item = report["projections"][0]
+    assert (item["ok"], item["version"]) == (False, 1)
+    assert "missing" in item["note"]
+
+
 def test_rebuilding_another_version_swaps_it_in_and_demotes_the_old(
     migrated: Engine, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
