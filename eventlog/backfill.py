@@ -49,7 +49,7 @@ from eventlog.decode import TABLES
 from eventlog.errors import BoError, ConfigError, UsageError
 from eventlog.schema import backfill_progress
 from eventlog.store import AppendResult, EventLog, Outcome, SourceRef, prepare
-from eventlog.timeutil import now_text
+from eventlog.timeutil import format_ts, now_text
 
 DEFAULT_TABLES = ("ledger_entries", "payment_orders")
 BATCH = 2000
@@ -327,14 +327,17 @@ def _rows(
 def json_value(value: Any) -> Any:
     """A column value as Debezium's JSON encodes it.
 
-    Decimals as strings with their scale, times as ISO-8601 (naive ones read as UTC).
+    Decimals as strings with their scale; timestamps as the log's canonical RFC 3339 UTC
+    text with microseconds (``2026-03-01T23:00:00.000000Z``; ``timestamp without time
+    zone`` read as UTC), or as written when UTC cannot hold them (the decoder then says so).
     """
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            return value.isoformat()  # timestamp without time zone: read as UTC
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        try:
+            return format_ts(value)
+        except (OverflowError, ValueError):
+            return value.isoformat()
     if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, timedelta):

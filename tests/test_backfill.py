@@ -249,6 +249,9 @@ def test_unusual_column_types_are_encoded_not_fatal(migrated: Engine, pg_cluster
     with migrated.connect() as conn:
         payload = orjson.loads(bytes(conn.execute(select(events.c.payload)).scalar_one()))
     after = payload["after"]
+    # the event itself carries canonical UTC text, naive or not
+    assert after["created_at"] == "2026-03-01T23:00:00.000000Z"
+    assert after["updated_at"] == "2026-03-01T14:00:01.000000Z"
     assert after["ip"] == "10.0.0.1"
     assert after["span"] == (86_400 + 2) * 1_000_000
     assert after["tags"] == ["a", "b"]
