@@ -475,16 +475,7 @@ def _save_progress(
     now = now_text()
     if current is None:
         try:
-            conn.execute(
-                insert(backfill_progress).values(
-                    run_id=run,
-                    table_name=table,
-                    last_key=last_key,
-                    done=0,
-                    rows=rows,
-                    updated_at=now,
-                )
-            )
+            _insert_progress(conn, run, table, last_key=last_key, done=0, rows=rows)
         except IntegrityError as exc:  # the other run inserted the row first
             raise _conflict(run, table) from exc
         return
@@ -492,6 +483,21 @@ def _save_progress(
         update(backfill_progress)
         .where(where)
         .values(last_key=last_key, rows=int(current[0]) + rows, updated_at=now)
+    )
+
+
+def _insert_progress(
+    conn: Connection, run: str, table: str, *, last_key: str | None, done: int, rows: int
+) -> None:
+    conn.execute(
+        insert(backfill_progress).values(
+            run_id=run,
+            table_name=table,
+            last_key=last_key,
+            done=done,
+            rows=rows,
+            updated_at=now_text(),
+        )
     )
 
 
@@ -507,16 +513,7 @@ def _finish(engine: Engine, run: str, table: str) -> None:
     with write_tx(engine) as conn:
         where = (backfill_progress.c.run_id == run) & (backfill_progress.c.table_name == table)
         if conn.execute(select(backfill_progress.c.run_id).where(where)).first() is None:
-            conn.execute(
-                insert(backfill_progress).values(
-                    run_id=run,
-                    table_name=table,
-                    last_key=None,
-                    done=1,
-                    rows=0,
-                    updated_at=now_text(),
-                )
-            )
+            _insert_progress(conn, run, table, last_key=None, done=1, rows=0)
         else:
             conn.execute(
                 update(backfill_progress).where(where).values(done=1, updated_at=now_text())

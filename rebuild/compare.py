@@ -166,25 +166,24 @@ def verify(
     version whose view or tables are gone (dropped by hand) is drift too, not "not built"."""
     with read_tx(engine) as conn:
         version = serving_version(conn, name)
-        serving = [c for c in all_checkpoints(conn) if c.projection == name and c.state == SERVING]
-        missing = version is not None and not tables_exist(
-            conn, registry.make(name, version, settings)
+        cp = next(
+            (c for c in all_checkpoints(conn) if c.projection == name and c.state == SERVING), None
         )
-    if version is None and not serving:
+        built = version is not None and tables_exist(conn, registry.make(name, version, settings))
+    if version is None and cp is None:
         return {"projection": name, "version": None, "ok": True, "note": "not built yet"}
-    if version is None or missing:
-        cp = serving[0] if version is None else None
-        gone = f"the view bo.{name}" if version is None else "its tables"
+    if not built:
         return {
             "projection": name,
-            "version": cp.version if cp is not None else version,
+            "version": version if version is not None else cp.version if cp else None,
             "position": cp.position if cp is not None else None,
             "ok": False,
-            "note": f"serving, but {gone} are missing",
+            "note": "serving, but its view or tables are missing",
             "differences": cp.rows if cp is not None else None,
             "first_keys": [],
             "details": [],
         }
+    assert version is not None  # built
     projection = registry.make(name, version, settings)
     with snapshot(engine) as live:
         cp = get_checkpoint(live, name, version)
