@@ -356,7 +356,13 @@ def verify_audit(engine: Engine, *, batch: int = 5000) -> AuditReport:
                     raise AuditChainBroken(expected, f"record missing (next is {record['id']})")
                 if record["prev_hash"] != prev:
                     raise AuditChainBroken(expected, "prev_hash does not link to the previous")
-                if record_hash(prev, record) != record["hash"]:
+                try:
+                    digest = record_hash(prev, record)
+                except (TypeError, ValueError) as exc:  # a value rewritten with another type
+                    raise AuditChainBroken(
+                        expected, f"a stored value has the wrong type ({exc})"
+                    ) from exc
+                if digest != record["hash"]:
                     raise AuditChainBroken(expected, "hash does not match the record")
                 prev = record["hash"]
                 count += 1

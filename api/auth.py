@@ -176,16 +176,23 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, _Key]:
     return keys
 
 
+_MISSING = object()
+
+
 def claim_path(claims: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path (``realm_access.roles``); a literal key with dots wins."""
-    if path in claims:
-        return claims[path]
+    """The value at a dotted path (``realm_access.roles``). A top-level key spelled with the
+    dots (a namespaced claim, ``https://example.com/roles``) is read only when the path
+    leads nowhere: a claim named ``realm_access.roles`` must not override the provider's
+    nested ``realm_access`` object (a user-editable custom claim could be so named)."""
     value: Any = claims
     for part in path.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return None
+            value = _MISSING
+            break
         value = value[part]
-    return value
+    if value is not _MISSING:
+        return value
+    return claims.get(path)
 
 
 def roles_of(value: Any) -> tuple[str, ...]:

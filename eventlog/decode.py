@@ -406,6 +406,11 @@ def to_change(parsed: Parsed) -> Change:
     key = row.get(spec.key)
     if key is None or key == "":
         raise DecodeError(f"missing primary key {spec.key}")
+    if type(raw_row[spec.key]) not in (str, int):  # SPEC §2.2: a string or an integer
+        kind = type(raw_row[spec.key]).__name__
+        raise DecodeError(
+            f"undecodable primary key {spec.key}: expected a string or an integer, got {kind}"
+        )
     return Change(
         table=table,
         op=op,
@@ -872,6 +877,7 @@ def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None
         else:
             raise _FALLBACK
     key = row.get(key_column)
+    key_type = type(get(key_column))
     ts = source.get("ts_ms")
     lsn = source.get("lsn")
     tx = source.get("txId")
@@ -879,6 +885,7 @@ def _stored_change(env: dict[str, Any], plans: dict[str, tuple[Any, ...]] | None
     if (
         key is None
         or key == ""
+        or (key_type is not str and key_type is not int)
         or not (ts is None or type(ts) is int)
         or not (lsn is None or type(lsn) in _EXACT_TYPES)
         or not (tx is None or type(tx) in _EXACT_TYPES)

@@ -34,15 +34,20 @@ CHUNK = 1000
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024  # below this, worker start-up is not worth it
 
 Chunk = list[tuple[int, bytes]]
+JSON_WHITESPACE = b" \t\r\n"
 
 
 def read_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, bytes) for every non-blank line (a leading UTF-8 BOM is dropped)."""
+    """Yield (line number, bytes) for every non-blank line (a leading UTF-8 BOM is dropped).
+
+    Blank means JSON whitespace only (space, tab, CR, LF): a line of form feeds or vertical
+    tabs is input, and becomes a dead letter like any other text that is not JSON.
+    """
     for number, line in enumerate(stream, start=1):
         data = line.rstrip(b"\r\n")
         if number == 1 and data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
-        if data.strip():
+        if data.strip(JSON_WHITESPACE):
             yield number, data
 
 

@@ -4,10 +4,15 @@ Matching (SPEC §2.5), on the key with case folded and every character that is n
 letter or digit removed (so ``-``, ``_``, ``.`` and spaces are ignored):
 
 1. the key is, or contains, one of the long names (``password``, ``apikey``, ``token``…);
-2. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
-   name (``pin``, ``pan``, ``pwd``, ``cvv``, ``cvc``), optionally followed by digits.
+2. or it begins or ends with a short name (``pin``, ``pan``, ``pwd``, ``cvv``, ``cvc``),
+   digits after it ignored: separators are ignored, so ``pin_code`` and ``pincode``,
+   ``card-cvv2`` and ``cardcvv2`` must be judged alike;
+3. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
+   name, optionally followed by digits (``card_pin_hash``).
 
-The rule errs towards redacting: a false positive hides a value, a false negative leaks one.
+A short name inside a longer word (``company``, ``spinner``, ``shipping``) is not a
+match; one at either end is, even in an ordinary word (``panel``, ``japan``): the rule
+errs towards redacting — a false positive hides a value, a false negative leaks one.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ _LONG = (
     "session",
 )
 _SHORT = frozenset({"pwd", "pin", "cvv", "cvc", "pan"})
+_SHORT_TUPLE = tuple(sorted(_SHORT))
 _WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _TRAILING_DIGITS = re.compile(r"\d+$")
@@ -47,7 +53,8 @@ def is_credential_key(key: str) -> bool:
     norm = _NOT_ALNUM.sub("", key.casefold())
     if any(name in norm for name in _LONG):
         return True
-    if _TRAILING_DIGITS.sub("", norm) in _SHORT:
+    core = _TRAILING_DIGITS.sub("", norm)
+    if core.startswith(_SHORT_TUPLE) or core.endswith(_SHORT_TUPLE):
         return True
     return any(_TRAILING_DIGITS.sub("", w.casefold()) in _SHORT for w in _WORDS.split(key) if w)
 

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
-        if value.startswith(("postgresql+psycopg://", "sqlite://")):
+        if value.startswith("sqlite://"):
+            return _sqlite_file_url(value)
+        if value.startswith("postgresql+psycopg://"):
             return value
         raise ValueError("must start with sqlite:// or postgresql://")
 
@@ -200,3 +202,22 @@ def load_settings(**overrides: object) -> Settings:
     if settings.status_map:
         _ = settings.status_mapping  # fail at start, not at first use
     return settings
+
+
+def _sqlite_file_url(value: str) -> str:
+    """A SQLite URL must name a file: every ``bo`` command is a process of its own, so an
+    in-memory database would be gone before the next one. Options other than SQLite URI
+    ones (``?mode=ro&uri=true``) would be ignored by the driver with a warning: refused."""
+    from urllib.parse import parse_qs
+
+    rest = value[len("sqlite://") :]
+    path, _, query = rest.partition("?")
+    if path in ("", "/", "/:memory:") or path.startswith("/:memory:"):
+        raise ValueError("a SQLite URL must name a file, e.g. sqlite:///./var/bo.db")
+    options = parse_qs(query, keep_blank_values=True)
+    if options and options.get("uri") != ["true"]:
+        raise ValueError(
+            f"SQLite URL options are not supported ({', '.join(sorted(options))}); "
+            "SQLite URI options need uri=true, e.g. sqlite:///file:bo.db?mode=ro&uri=true"
+        )
+    return value

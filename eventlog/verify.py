@@ -59,14 +59,28 @@ def verify_log(engine: Engine, *, batch: int = 5000) -> ChainReport:
                     raise ChainBroken(expected_pos, f"position missing (next stored is {position})")
                 if row.prev_hash != prev:
                     raise ChainBroken(position, "prev_hash does not link to the previous event")
-                payload = bytes(row.payload)
-                if chain_hash(prev, position, row.event_id, payload) != row.hash:
-                    raise ChainBroken(position, "hash does not match the stored bytes")
-                _check_derived(position, row, payload)
+                try:
+                    _check_row(position, prev, row)
+                except (TypeError, ValueError) as exc:  # a value rewritten with another type
+                    raise ChainBroken(
+                        position, f"a stored value has the wrong type ({exc})"
+                    ) from exc
                 prev = row.hash
                 count += 1
         _check_tail(conn, expected_pos)
     return ChainReport(events=count, head=expected_pos, head_hash=prev)
+
+
+def _check_row(position: int, prev: str, row: Any) -> None:
+    """The row's hash and derived columns; a value of the wrong type (TEXT where the log
+    wrote bytes, bytes where it wrote hex) raises ``TypeError``/``ValueError``."""
+    payload = row.payload
+    if not isinstance(payload, bytes | memoryview):
+        raise TypeError(f"payload is {type(payload).__name__}, not bytes")
+    payload = bytes(payload)
+    if chain_hash(prev, position, row.event_id, payload) != row.hash:
+        raise ChainBroken(position, "hash does not match the stored bytes")
+    _check_derived(position, row, payload)
 
 
 def _check_tail(conn: Connection, head: int) -> None:

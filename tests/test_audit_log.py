@@ -182,6 +182,37 @@ def test_tampering_is_found_and_named(sqlite_env: ApiEnv, tmp_path: Path) -> Non
     }
 
 
+def test_a_value_rewritten_with_another_type_is_found_not_a_crash(
+    sqlite_env: ApiEnv, tmp_path: Path
+) -> None:
+    env = sqlite_env
+    with client(env.app()) as c:
+        for _ in range(3):
+            c.get("/admin/tx/T1", headers=env.headers(READ))
+    database = env.engine.url.database
+    assert database
+    raw = sqlite3.connect(database)
+    raw.execute("DROP TRIGGER audit_log_no_update")
+    raw.execute("UPDATE audit_log SET roles = X'00FF' WHERE id = 2")  # bytes, not text
+    raw.commit()
+    raw.close()
+    with pytest.raises(AuditChainBroken) as caught:
+        verify_audit(env.engine)
+    assert caught.value.record_id == 2
+    bo = str(Path(sys.executable).parent / "bo")
+    run_env = {
+        **os.environ,
+        "BO_DATABASE_URL": f"sqlite:///{database}",
+        "BO_VAR_DIR": str(tmp_path),
+    }
+    out = subprocess.run(
+        [bo, "audit", "verify", "--json"], capture_output=True, text=True, env=run_env, check=False
+    )
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert json.loads(out.stdout)["id"] == 2
+
+
 def test_bo_audit_verify_ok(sqlite_env: ApiEnv, tmp_path: Path) -> None:
     env = sqlite_env
     with client(env.app()) as c:

@@ -229,6 +229,31 @@ def test_valid_token_without_role_is_403(oidc: Oidc) -> None:
             assert r.headers["content-type"] == "application/problem+json"
 
 
+def test_a_claim_named_like_the_path_does_not_override_the_nested_roles(oidc: Oidc) -> None:
+    """``realm_access.roles`` is a path: a top-level claim literally so named (a custom claim
+    a user might edit) is not read while the provider's nested object is there."""
+    forged = {"realm_access.roles": ["ADMIN_AUDIT"]}
+    escalated = oidc.key.sign(claims(**forged))  # nested: ADMIN_READ
+    emptied = oidc.key.sign(claims(realm_access={"roles": []}, **forged))
+    with client(oidc.env.app()) as c:
+
+        def status(token: str, path: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return int(c.get(path, headers=headers).status_code)
+
+        assert status(escalated, "/admin/audit") == 403
+        assert status(escalated, "/admin/projections") == 200  # ADMIN_READ: the nested roles
+        assert status(emptied, "/admin/audit") == 403
+
+
+def test_a_namespaced_roles_claim_is_read_by_its_literal_name() -> None:
+    from api.auth import claim_path
+
+    found = {"https://example.com/roles": ["ADMIN_READ"]}
+    assert claim_path(found, "https://example.com/roles") == ["ADMIN_READ"]
+    assert claim_path({"a": {"b": [1]}, "a.b": [2]}, "a.b") == [1]
+
+
 def test_es256_tokens_verify(oidc: Oidc) -> None:
     es = ec_key("ec1")
     oidc.idp.keys = [oidc.key.jwk(), es.jwk()]

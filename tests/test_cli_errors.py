@@ -137,6 +137,8 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
 BAD_VARIABLES = [
     ({"BO_LOG_LEVEL": "LOUD"}, "BO_LOG_LEVEL"),
     ({"BO_DATABASE_URL": "mysql://root@localhost/bo"}, "BO_DATABASE_URL"),
+    ({"BO_DATABASE_URL": "sqlite://"}, "must name a file"),  # in memory: gone per command
+    ({"BO_DATABASE_URL": "sqlite:///x.db?mode=ro"}, "options are not supported"),
     ({"BO_STATUS_MAP": "{missing}"}, "BO_STATUS_MAP"),
     ({"BO_AUTH_MODE": "oidc"}, "BO_OIDC"),
 ]

@@ -58,6 +58,16 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "no source table": (_source_without_table(), "unknown table: source.table missing"),
     "missing primary key": (_without("tx_id"), "missing primary key tx_id"),
     "empty primary key": (event(after=ledger_row(tx_id="")), "missing primary key tx_id"),
+    "boolean primary key": (
+        event(after=ledger_row(tx_id=True)),
+        "undecodable primary key tx_id: expected a string or an integer, got bool",
+    ),
+    "fractional primary key": (
+        b'{"op":"c","before":null,"after":{"tx_id":1.5,"wallet_id":"W","type":"PAYMENT",'
+        b'"amount":"1","currency":"KRW","created_at":"2026-01-01T00:00:00Z"},'
+        b'"source":{"table":"ledger_entries","ts_ms":1}}',
+        "undecodable primary key tx_id: expected a string or an integer",
+    ),
     "after missing for c": (event(op="c", after=None), "after missing for op c"),
     "after missing for u": (event(op="u", after=None), "after missing for op u"),
     "after missing for r": (event(op="r", after=None), "after missing for op r"),

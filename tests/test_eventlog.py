@@ -19,8 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from eventlog.db import make_engine
 from eventlog.errors import ChainBroken
 from eventlog.ingest import ingest_stream, read_lines
+from eventlog.migrate import upgrade
 from eventlog.schema import events
-from eventlog.store import EventLog, Prepared, SourceRef, iter_events, prepare
+from eventlog.store import EventLog, Prepared, Rejected, SourceRef, iter_events, prepare
 from eventlog.verify import verify_log
 from projections.runner import Runner
 from tests.fixtures_eventlog import event, ledger_row, order_row, sample_stream
@@ -230,6 +231,37 @@ def test_verify_names_the_first_bad_position_after_tampering(migrated: Engine, t
     assert broken.value.position == 3
 
 
+# SQLite stores any value in any column: an owner's UPDATE can change a value's type
+# (replace() on the payload returns TEXT), which the walk must report, not crash on.
+RETYPES = {
+    "payload cast to TEXT": "UPDATE events SET payload = CAST(payload AS TEXT) WHERE position = 3",
+    "payload edited with replace()": (
+        "UPDATE events SET payload = replace(payload, 'T2', 'T9') WHERE position = 3"
+    ),
+    "event_id as bytes": "UPDATE events SET event_id = X'00' WHERE position = 3",
+    "hash as bytes": "UPDATE events SET hash = X'00FF' WHERE position = 3",
+}
+
+
+@pytest.mark.parametrize("retype", sorted(RETYPES))
+def test_verify_reports_a_value_of_another_type_on_sqlite(tmp_path: Path, retype: str) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bo.db'}")
+    upgrade(engine)
+    append_lines(engine, [event(after=ledger_row(f"T{n}"), lsn=n) for n in range(5)])
+    with engine.begin() as conn:
+        _unlock(conn)
+        conn.execute(text(RETYPES[retype]))
+    with pytest.raises(ChainBroken) as broken:
+        verify_log(engine)
+    assert broken.value.position == 3
+    env = dict(os.environ, BO_DATABASE_URL=url_of(engine))
+    out = subprocess.run([BO, "log", "verify", "--json"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert orjson.loads(out.stdout)["position"] == 3
+    engine.dispose()
+
+
 def test_verify_notices_events_cut_from_the_end(migrated: Engine) -> None:
     """A chain alone cannot show a shortened tail; a projection that applied past the new
     head can."""
@@ -357,6 +389,17 @@ def test_read_lines_skips_blanks_and_a_bom_and_accepts_crlf(tmp_path: Path) -> N
         lines = list(read_lines(stream, "bom.jsonl"))
     assert [n for n, _ in lines] == [1, 4]
     assert all(isinstance(prepare(raw), Prepared) for _, raw in lines)
+
+
+def test_a_line_of_other_whitespace_is_input_not_blank(tmp_path: Path) -> None:
+    """Only JSON's whitespace makes a line blank: form feeds and vertical tabs are a dead
+    letter, never dropped unseen (SPEC §2.4)."""
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(event() + b"\n\x0c\n \t \n\x0b\x0b\n")
+    with path.open("rb") as stream:
+        lines = list(read_lines(stream, "odd.jsonl"))
+    assert [n for n, _ in lines] == [1, 2, 4]
+    assert [type(prepare(raw)) for _, raw in lines] == [Prepared, Rejected, Rejected]
 
 
 def test_worker_processes_give_the_same_log(

@@ -62,6 +62,16 @@ CREDENTIAL_KEYS = [
     "session_id",
     "api.key",
     "api key",
+    # separators are ignored (SPEC §2.5): the unseparated spelling of a redacted key is one
+    "pincode",
+    "PINCODE",
+    "cardpin",
+    "userpin",
+    "cardcvv",
+    "CARDCVV2",
+    "oldpwd",
+    "pannumber",
+    "card_pin_hash",
 ]
 SAFE_KEYS = [
     "tx_id",
@@ -70,7 +80,6 @@ SAFE_KEYS = [
     "status",
     "company",
     "spinner",
-    "panel",
     "currency",
     "created_at",
     "memo",
@@ -78,8 +87,12 @@ SAFE_KEYS = [
     "related_id",
     "version",
     "expand",
-    "japan",
+    "shipping",
+    "mapping",
+    "opinion",
 ]
+# Ordinary words that begin or end with a short name: redacted, by choice (module docstring)
+OVER_REDACTED = ["panel", "japan", "timespan", "pinned"]
 
 
 @pytest.mark.parametrize("key", CREDENTIAL_KEYS)
@@ -90,6 +103,11 @@ def test_credential_keys_are_recognised(key: str) -> None:
 @pytest.mark.parametrize("key", SAFE_KEYS)
 def test_ordinary_columns_are_not_credentials(key: str) -> None:
     assert not is_credential_key(key)
+
+
+@pytest.mark.parametrize("key", OVER_REDACTED)
+def test_a_short_name_at_either_end_of_a_word_is_redacted(key: str) -> None:
+    assert is_credential_key(key)
 
 
 def test_redact_tree_records_paths_in_nested_objects_and_arrays() -> None:
