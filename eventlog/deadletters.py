@@ -10,6 +10,7 @@ from sqlalchemy import Engine, func, select, update
 
 from eventlog.db import write_tx
 from eventlog.errors import UsageError
+from eventlog.redact import REDACTED
 from eventlog.schema import dead_letters
 from eventlog.store import AppendResult, Prepared, SourceRef, Tombstone, append_in, prepare
 from eventlog.timeutil import now_text
@@ -86,6 +87,19 @@ class RetryResult:
         }
 
 
+NOT_RETRYABLE = " (not retryable: the stored copy of this input is redacted)"
+
+
+def _redacted_text(reason: str, raw: bytes) -> bool:
+    """Whether a dead letter keeps a textually redacted copy of input that was not JSON.
+
+    Redaction may have cut the very defect (a ``NaN`` or an invalid byte inside a password
+    value): that copy parses, the input never did. Re-parsing it cannot tell whether the
+    input would parse now, so a retry must not append it (SPEC §2.4: retry re-parses the
+    input after a fix, it does not launder it)."""
+    return reason.startswith("not JSON") and f'"{REDACTED}"'.encode() in raw
+
+
 def retry_dead_letters(engine: Engine, ids: list[int] | None) -> RetryResult:
     """Re-parse open dead letters (all when ``ids`` is None) and append what now parses."""
     result = RetryResult()
@@ -110,8 +124,16 @@ def retry_dead_letters(engine: Engine, ids: list[int] | None) -> RetryResult:
                 row.source_file,
                 row.source_line,
             )
-            outcome = prepare(bytes(row.raw), source)
             values: dict[str, Any] = {"retried_at": now}
+            if _redacted_text(row.reason, bytes(row.raw)):
+                result.still_failing += 1
+                if not row.reason.endswith(NOT_RETRYABLE):
+                    values.update(reason=row.reason + NOT_RETRYABLE)
+                conn.execute(
+                    update(dead_letters).where(dead_letters.c.id == row.id).values(**values)
+                )
+                continue
+            outcome = prepare(bytes(row.raw), source)
             if isinstance(outcome, Prepared | Tombstone):
                 appended: AppendResult = append_in(conn, [outcome])
                 result.appended += appended.appended

@@ -201,6 +201,23 @@ def test_retry_appends_what_now_parses_after_a_fix(
     assert (again.retried, again.resolved, again.still_failing) == (1, 0, 1)
 
 
+def test_retry_does_not_append_input_whose_defect_redaction_removed(migrated: Engine) -> None:
+    """Input that was not JSON only inside a credential value: the kept copy is redacted
+    and parses, the input never did — a retry with nothing fixed appends nothing."""
+    good = event(after=ledger_row("T9"))
+    defects = [b'"password":NaN', b'"password":"ab\xff\xfe"', b'"password": SEKRIT']
+    lines = [good.replace(b'"tx_id":"T9"', b'"tx_id":"T9",' + d, 1) for d in defects]
+    first = ingest(migrated, lines)
+    assert (first.appended, first.dead_letter) == (0, 3)
+    for _ in range(2):  # the explanation is added once
+        result = retry_dead_letters(migrated, None)
+        assert (result.resolved, result.appended, result.still_failing) == (0, 0, 3)
+    reasons = [d["reason"] for d in list_dead_letters(migrated)]
+    assert all(r.startswith("not JSON") and r.count("not retryable") == 1 for r in reasons)
+    with migrated.connect() as conn:
+        assert conn.execute(select(events.c.position)).first() is None
+
+
 def test_retry_of_an_unknown_or_resolved_id_is_a_usage_error(migrated: Engine) -> None:
     with pytest.raises(UsageError, match="no open dead letter with id 99"):
         retry_dead_letters(migrated, [99])
