@@ -172,8 +172,11 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     payments: list[Row] = []
     receives: list[Row] = []
     first: str | None = None
+    departed: str | None = None  # the last delete of a leg that had been a candidate
     for leg in legs:
         if not is_candidate(leg):
+            if leg["deleted"] and since_of(leg, related_id) is not None:
+                departed = _later(departed, leg["deleted_at"])
             continue
         (payments if leg["type"] == "PAYMENT" else receives).append(leg)
         first = _earlier(first, since_of(leg, related_id))
@@ -185,7 +188,10 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     completed = None
     if pay is not None and rec is not None:
         status = COMPLETE
-        completed = _later(since_of(pay, related_id), since_of(rec, related_id))
+        # completed by the later leg joining, or by the delete of a leg that conflicted
+        completed = _later(
+            _later(since_of(pay, related_id), since_of(rec, related_id)), departed
+        )
     elif len(payments) > 1 or len(receives) > 1:
         status = CONFLICT
     else:
@@ -208,7 +214,9 @@ class PairsV1(Projection):
 
     name = "pairs"
     version = 1
-    revision = 3  # 2026-11-30: the pair's times from candidate_since (was: any leg event)
+    # 3 (2026-11-30): the pair's times from candidate_since (was: any leg event);
+    # 4 (2026-11-30): completed_at counts the delete of a conflicting leg
+    revision = 4
     tables = (PAIRS, PAIR_LEGS)
     sources = frozenset({SOURCE})
     lookups = ((PAIR_LEGS.name, "related_id"),)
@@ -257,13 +265,14 @@ class PairsV1(Projection):
 
 
 # pair_row over every related_id at once, run by the server (a rebuild's derive step; the
-# equality with pair_row is property-tested). Line by line: the WHERE is is_candidate and
+# equality with pair_row is property-tested). Line by line: cand is is_candidate, the WHERE
 # the fold's "a leg with a related_id" (an empty one is never touched, so has no pair);
 # a side is filled only when it has exactly one leg, whose values min() then returns
-# as they are, NULL included; first_seen_at is _earlier over the legs' since_of (min()
-# skips NULL; ->> of a missing key is NULL); completed_at is _later of the two sides
-# (GREATEST skips NULL). Text is compared in code-point order (COLLATE "C"), as Python
-# compares str.
+# as they are, NULL included; first_seen_at is _earlier over the candidates' since_of
+# (min() skips NULL; ->> of a missing key is NULL); completed_at is _later of the two
+# sides and of the last delete of a leg that had been a candidate (GREATEST skips NULL);
+# a related_id with no candidate leg has no pair. Text is compared in code-point order
+# (COLLATE "C"), as Python compares str.
 _DERIVE_SELECT = """
 SELECT related_id,
        CASE WHEN payments = 1 THEN pay_tx END,
@@ -275,26 +284,32 @@ SELECT related_id,
             ELSE 'INCOMPLETE' END,
        payments + receives,
        first_seen,
-       CASE WHEN payments = 1 AND receives = 1 THEN GREATEST(pay_first, rec_first) END
+       CASE WHEN payments = 1 AND receives = 1 THEN GREATEST(pay_first, rec_first, departed) END
 FROM (
     SELECT related_id,
-           count(*) FILTER (WHERE type = 'PAYMENT') AS payments,
-           count(*) FILTER (WHERE type = 'RECEIVE') AS receives,
-           min(tx_id COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_tx,
-           min(tx_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_tx,
-           min(wallet_id COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_wallet,
-           min(wallet_id COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_wallet,
-           min(since COLLATE "C") FILTER (WHERE type = 'PAYMENT') AS pay_first,
-           min(since COLLATE "C") FILTER (WHERE type = 'RECEIVE') AS rec_first,
-           min(since COLLATE "C") AS first_seen
-    FROM (SELECT *, CAST(candidate_since AS jsonb) ->> related_id AS since FROM {source}) AS l
-    WHERE deleted IS NOT TRUE
-      AND related_id <> ''
-      AND (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
-      AND type IN ('PAYMENT', 'RECEIVE')
+           count(*) FILTER (WHERE cand AND type = 'PAYMENT') AS payments,
+           count(*) FILTER (WHERE cand AND type = 'RECEIVE') AS receives,
+           min(tx_id COLLATE "C") FILTER (WHERE cand AND type = 'PAYMENT') AS pay_tx,
+           min(tx_id COLLATE "C") FILTER (WHERE cand AND type = 'RECEIVE') AS rec_tx,
+           min(wallet_id COLLATE "C") FILTER (WHERE cand AND type = 'PAYMENT') AS pay_wallet,
+           min(wallet_id COLLATE "C") FILTER (WHERE cand AND type = 'RECEIVE') AS rec_wallet,
+           min(since COLLATE "C") FILTER (WHERE cand AND type = 'PAYMENT') AS pay_first,
+           min(since COLLATE "C") FILTER (WHERE cand AND type = 'RECEIVE') AS rec_first,
+           min(since COLLATE "C") FILTER (WHERE cand) AS first_seen,
+           max(deleted_at COLLATE "C") FILTER (WHERE deleted AND since IS NOT NULL) AS departed
+    FROM (
+        SELECT *,
+               CAST(candidate_since AS jsonb) ->> related_id AS since,
+               deleted IS NOT TRUE
+                   AND (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
+                   AND type IN ('PAYMENT', 'RECEIVE') AS cand
+        FROM {source}
+    ) AS l
+    WHERE related_id <> ''
       AND ({where})
     GROUP BY related_id
 ) AS grouped
+WHERE payments + receives > 0
 """
 
 

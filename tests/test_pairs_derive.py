@@ -34,6 +34,7 @@ legs_strategy = st.lists(
             "related_id": st.sampled_from([None, "", "O1", "O2", "O3", "o1"]),
             "related_type": st.sampled_from([None, "PAYMENT_ORDER", "REFUND"]),
             "deleted": st.booleans(),
+            "deleted_at": st.sampled_from(TIMES),  # kept only on a deleted leg
             # per related_id, the earliest time as its leg (other orders' entries included)
             "candidate_since": st.dictionaries(
                 st.sampled_from(["O1", "O2", "O3", "o1"]), st.sampled_from(TIMES[1:]), max_size=3
@@ -60,7 +61,7 @@ def full_leg(index: int, leg: dict[str, Any]) -> Row:
         **leg,
         "updated_at": None,
         "version": index,
-        "deleted_at": None,
+        "deleted_at": leg["deleted_at"] if leg["deleted"] else None,
         "source_ts": None,
         "lsn": None,
         "position": index + 1,

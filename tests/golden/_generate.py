@@ -234,6 +234,15 @@ SCENARIOS: dict[str, list[Any]] = {
         env(L, "c", PAY, ts=1, lsn=10),
         env(L, "d", {"tx_id": "T1", "version": 1}, ts=2, lsn=11),
     ],
+    # a second PAYMENT makes O1 a CONFLICT; the key-only delete of it (00:00:04) completes
+    # the pair: completed_at = 00:00:04, not when the last leg joined (00:00:03). Delivered
+    # out of order — the delete before the create it deletes — with the same result.
+    "completed_by_a_delete": [
+        env(L, "c", REC, ts=3, lsn=12),
+        env(L, "d", {"tx_id": "T3"}, ts=4, lsn=13),
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", leg("T3", "PAYMENT", "O1", wallet="W3", version=1), ts=2, lsn=11),
+    ],
     # amount_signed: source value kept; derived for PAYMENT/RECEIVE; null for other types
     "amount_signed": [
         env(L, "c", leg("T1", "PAYMENT", None, amount="100.50"), ts=1, lsn=10),
