@@ -189,9 +189,7 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     if pay is not None and rec is not None:
         status = COMPLETE
         # completed by the later leg joining, or by the delete of a leg that conflicted
-        completed = _later(
-            _later(since_of(pay, related_id), since_of(rec, related_id)), departed
-        )
+        completed = _later(_later(since_of(pay, related_id), since_of(rec, related_id)), departed)
     elif len(payments) > 1 or len(receives) > 1:
         status = CONFLICT
     else:
