@@ -14,7 +14,9 @@ One step of one projection version, in one transaction:
 A builder exception rolls the batch back, replays it one event at a time to find the
 failing event, commits the good ones, and marks that version ``failed`` with the error
 and the failing position; the checkpoint stays before that event (never skipped).
-Other versions and ingest carry on. Database outages (``OperationalError``) are not
+Other versions and ingest carry on. A stale version (its checkpoint's fingerprint is not
+what the code and config give now) is not advanced: it serves what it holds until rebuilt.
+Database outages (``OperationalError``) are not
 builder errors: they propagate (``run_once``) or are retried (``run_forever``).
 """
 
@@ -108,6 +110,7 @@ class Runner:
         self.checksum_every = checksum_every
         self._ensured = False
         self._checksummed: dict[tuple[str, int], float] = {}
+        self._warned_stale: set[tuple[str, int, str]] = set()
 
     # ------------------------------------------------------------ one pass
 
@@ -211,6 +214,10 @@ class Runner:
             if cp is None or cp.state not in ACTIVE:
                 item.state = cp.state if cp else item.state
                 return False
+            if cp.fingerprint != projection.fingerprint():
+                self._frozen(projection, cp.fingerprint)
+                item.position = cp.position
+                return False
             upto = min(cp.position + size, head)  # the pass's head: the log below is immutable
             if upto <= cp.position:
                 item.position = cp.position
@@ -235,6 +242,25 @@ class Runner:
         if cp.state == SERVING:
             _observe(projection, events, changes)
         return True
+
+    def _frozen(self, projection: Projection, stored: str) -> None:
+        """A stale version (built under other code or config: SPEC §4.5) keeps serving what
+        it holds but is not advanced: rows folded under two configurations (a status map
+        changed midway, say) could not be reproduced by any replay of the log. Said once per
+        version and fingerprint; ``rebuild --projection P`` brings it back."""
+        key = (projection.name, projection.version, stored)
+        if key in self._warned_stale:
+            return
+        self._warned_stale.add(key)
+        logger.warning(
+            "projection {}.v{} is stale (built as {}, the code and config now give {}): "
+            "serving as built and not advanced until `rebuild --projection {}`",
+            projection.name,
+            projection.version,
+            stored,
+            projection.fingerprint(),
+            projection.name,
+        )
 
     def _fail(self, projection: Projection, item: Progress, exc: Exception) -> None:
         detail = str(exc).strip().splitlines()

@@ -17,9 +17,11 @@ from eventlog.settings import Settings
 from projections import store
 from projections.ledger_entries import LEDGER_ENTRIES
 from projections.pairs import PAIRS
+from projections.payment_orders import PAYMENT_ORDERS
 from projections.runner import Runner
 from projections.status import status
 from projections.tables import view_table
+from rebuild.build import build
 from rebuild.compare import verify
 from tests.fixtures_projections import (
     append,
@@ -135,6 +137,36 @@ def test_stale_fingerprint_keeps_serving(migrated: Engine, tmp_path: Path) -> No
     assert later["stale"] is True
     assert later["state"] == "serving"
     assert later["serving"] is True
+
+
+def test_a_stale_version_is_not_advanced_until_rebuilt(migrated: Engine, tmp_path: Path) -> None:
+    """Rows folded under two status maps could not be reproduced by any replay: the stale
+    version serves what it holds, is not advanced, and the rebuild brings it back."""
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(orjson.dumps({"SUCCESS": ["DONE"]}).decode())
+    second.write_text(orjson.dumps({"FAIL": ["DONE"]}).decode())
+    old, new = Settings(status_map=str(first)), Settings(status_map=str(second))
+    append(migrated, [event(P, "c", order_row("O1", status="DONE"))])
+    Runner(migrated, old).run_once()
+    append(migrated, [event(P, "c", order_row("O2", status="DONE"))])
+    summary = Runner(migrated, new).run_once()
+    frozen = next(p for p in summary["projections"] if p["projection"] == "payment_orders")
+    assert frozen["position"] == 1  # not advanced past what the first map folded
+
+    def groups() -> dict[str, str]:
+        view = view_table(PAYMENT_ORDERS)
+        with migrated.connect() as conn:
+            rows = conn.execute(select(view.c.order_id, view.c.status_group))
+            return {str(r[0]): str(r[1]) for r in rows}
+
+    assert groups() == {"O1": "SUCCESS"}  # still served, as built
+    assert by_name(migrated, new)["ledger_entries.v1"]["position"] == 2  # the others go on
+    build(migrated, new, "payment_orders")
+    assert groups() == {"O1": "FAIL", "O2": "FAIL"}
+    assert by_name(migrated, new)["payment_orders.v2"]["stale"] is False
+    append(migrated, [event(P, "c", order_row("O3", status="DONE"))])
+    Runner(migrated, new).run_once()
+    assert groups()["O3"] == "FAIL"
 
 
 def test_metrics_freshness_and_version_missing(migrated: Engine) -> None:
