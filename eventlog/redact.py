@@ -4,15 +4,16 @@ Matching (SPEC §2.5), on the key with case folded and every character that is n
 letter or digit removed (so ``-``, ``_``, ``.`` and spaces are ignored):
 
 1. the key is, or contains, one of the long names (``password``, ``apikey``, ``token``…);
-2. or it begins or ends with a short name (``pin``, ``pan``, ``pwd``, ``cvv``, ``cvc``),
-   digits after it ignored: separators are ignored, so ``pin_code`` and ``pincode``,
-   ``card-cvv2`` and ``cardcvv2`` must be judged alike;
+2. or it begins with a short name (``pin``, ``pan``, ``pwd``, ``cvv``, ``cvc``) or ends with
+   one other than ``pan``, digits after it ignored: separators are ignored, so
+   ``pin_code`` and ``pincode``, ``card-cvv2`` and ``cardcvv2`` must be judged alike;
 3. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
    name, optionally followed by digits (``card_pin_hash``).
 
-A short name inside a longer word (``company``, ``spinner``, ``shipping``) is not a
-match; one at either end is, even in an ordinary word (``panel``, ``japan``): the rule
-errs towards redacting — a false positive hides a value, a false negative leaks one.
+A short name inside a longer word (``company``, ``spinner``, ``shipping``) or ``pan`` at
+the end of one (``span``, ``japan``) is not a match; one at an end otherwise is, even in
+an ordinary word (``panel``, ``pinned``): the rule errs towards redacting — a false
+positive hides a value, a false negative leaks one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ _LONG = (
 )
 _SHORT = frozenset({"pwd", "pin", "cvv", "cvc", "pan"})
 _SHORT_TUPLE = tuple(sorted(_SHORT))
+# at the end of a key, ``pan`` is mostly English (``span``, ``timespan``, ``japan``): a card's
+# PAN there is matched as a word only (``card_pan``, ``cardPan``)
+_SHORT_SUFFIXES = tuple(sorted(_SHORT - {"pan"}))
 _WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _TRAILING_DIGITS = re.compile(r"\d+$")
@@ -54,7 +58,7 @@ def is_credential_key(key: str) -> bool:
     if any(name in norm for name in _LONG):
         return True
     core = _TRAILING_DIGITS.sub("", norm)
-    if core.startswith(_SHORT_TUPLE) or core.endswith(_SHORT_TUPLE):
+    if core.startswith(_SHORT_TUPLE) or core.endswith(_SHORT_SUFFIXES):
         return True
     return any(_TRAILING_DIGITS.sub("", w.casefold()) in _SHORT for w in _WORDS.split(key) if w)
 
