@@ -56,8 +56,9 @@ class Projection(ABC):
     version: ClassVar[int]
     tables: ClassVar[tuple[TableDef, ...]]  # the public table first
     sources: ClassVar[frozenset[str]]  # the log tables it folds (others are skipped unread)
-    # bump when the fold's output changes for the same config (2: key-only deletes, 2026-11-30)
-    revision: ClassVar[int] = 2
+    # bump when the fold's output changes for the same config (2: key-only deletes; 3: the
+    # data's own order key, data_lsn/data_position — both 2026-11-30)
+    revision: ClassVar[int] = 3
     # (table, column) pairs ``prefetch`` reads through ``Reader.by_column``: a rebuild into
     # fresh tables remembers which values those columns hold, to skip lookups that cannot
     # find anything (one that is not declared is always looked up: correct, only slower)

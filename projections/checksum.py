@@ -5,8 +5,9 @@ primary key in code-point order (``COLLATE "C"`` on PostgreSQL, SQLite's binary
 collation, Python's ``str`` order — all the same for UTF-8), each row one canonical JSON
 object with the columns in their fixed order. Values are already canonical text
 (decimals with their source scale, timestamps RFC 3339 UTC with microseconds), ints
-and booleans as JSON. ``position`` is left out: it records where the winning change sat
-in the log, so it depends on arrival order, while the projected data must not.
+and booleans as JSON. ``position`` and ``data_position`` are left out: they record where
+a change sat in the log, so they depend on arrival order, while the projected data must
+not.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from eventlog.db import is_sqlite
 from eventlog.gcpause import gc_paused
 from projections.tables import Row, TableDef
 
-EXCLUDED = frozenset({"position"})
+EXCLUDED = frozenset({"position", "data_position"})
 _CHUNK = 5000
 
 

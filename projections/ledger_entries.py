@@ -8,7 +8,7 @@ from decimal import Decimal
 from eventlog.decode import format_decimal
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, fold_entity, key_only, prefetch_entities
+from projections.lww import data_columns, data_origin, fold_entity, key_only, prefetch_entities
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -36,6 +36,8 @@ LEDGER_ENTRIES = TableDef(
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
+        ("data_lsn", "bigint"),  # where the data came from (see projections.lww)
+        ("data_position", "bigint"),
     ),
     indexes=(("wallet", ("wallet_id", "created_at", "tx_id")), ("related", ("related_id",))),
 )
@@ -81,6 +83,7 @@ def build_entry(
             if source_signed is not None
             else signed_amount(get("type"), get("amount"))
         )
+    origin = data_origin(event, current)
     return {
         "tx_id": change.key,
         "wallet_id": get("wallet_id"),
@@ -101,6 +104,8 @@ def build_entry(
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,
+        "data_lsn": origin[0],
+        "data_position": origin[1],
     }
 
 

@@ -18,7 +18,10 @@ A winning delete keeps the row (``deleted`` true, ``deleted_at`` = the delete's 
 time; ``key_only_delete`` for the first kind). A change that reaches a row deleted by a
 key-only delete but was committed before it (lower lsn/position) and is newer than the
 row's data does not bring the row back: it only becomes the deleted row's data — exactly
-what the row would hold had the events arrived in commit order. So the result does not
+what the row would hold had the events arrived in commit order. It competes with the
+data by the data's own order key (``data_lsn``/``data_position``: the change the data came
+from), not by the delete's lsn — so of two such changes with equal versions, the one
+committed later is the data whatever their arrival order. So the result does not
 depend on arrival order whenever the source's versions follow its commit order (the OLTP
 invariant). A change committed after the delete with a higher order key brings the row
 back (a re-insert); without ``source.lsn`` the log position stands for commit order.
@@ -104,17 +107,42 @@ def merge(event: LoggedEvent, current: Row | None, build: Builder) -> Row | None
         return build(event, None, version, updated)
     change = event.change
     incoming = order_key(version, updated, change.lsn, event.position)
-    if incoming < row_key(current):
-        return None
-    row = build(event, current, version, updated)
-    if current["key_only_delete"] and _commit_order(change.lsn, event.position) < _commit_order(
-        current["lsn"], current["position"]
-    ):
+    before_delete = current["key_only_delete"] and _commit_order(
+        change.lsn, event.position
+    ) < _commit_order(current["lsn"], current["position"])
+    if before_delete:
         # committed before the key-only delete (a change, or an earlier delete's image):
-        # newer data for the deleted row, never a re-insert nor that delete's provenance
+        # it competes with the deleted row's data (by the data's own order key, not the
+        # delete's lsn), and if newer becomes that data — never a re-insert nor that
+        # delete's provenance
+        if incoming < data_key(current):
+            return None
+        row = build(event, current, version, updated)
         for column in _DELETION:
             row[column] = current[column]
-    return row
+        return row
+    if incoming < row_key(current):
+        return None
+    return build(event, current, version, updated)
+
+
+def data_key(row: Row) -> OrderKey:
+    """The order key of a row's data: the change it came from (for a row deleted by a
+    key-only delete, not the delete; none yet for a delete of an unknown key: lowest)."""
+    position = row["data_position"]
+    return order_key(
+        row["version"], row["updated_at"], row["data_lsn"], position if position is not None else 0
+    )
+
+
+def data_origin(event: LoggedEvent, current: Row | None) -> tuple[int | None, int | None]:
+    """``(data_lsn, data_position)`` of the row ``event`` builds: its own, unless it is a
+    key-only delete, which keeps the data (and so the origin) of the row it deletes."""
+    if key_only(event):
+        return (
+            (current["data_lsn"], current["data_position"]) if current is not None else (None, None)
+        )
+    return event.change.lsn, event.position
 
 
 def data_columns(event: LoggedEvent, current: Row | None, columns: Sequence[str]) -> dict[str, Any]:
@@ -127,9 +155,12 @@ def data_columns(event: LoggedEvent, current: Row | None, columns: Sequence[str]
     return {c: source.get(c) for c in columns}
 
 
-def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) -> dict[str, Any]:
+def provenance(
+    event: LoggedEvent, current: Row | None, version: int | None, updated_at: str | None
+) -> dict[str, Any]:
     """The order-key and provenance columns every entity row carries."""
     deleted = event.change.op == "d"
+    data_lsn, data_position = data_origin(event, current)
     return {
         "updated_at": updated_at,
         "version": version,
@@ -139,6 +170,8 @@ def provenance(event: LoggedEvent, version: int | None, updated_at: str | None) 
         "source_ts": event.change.source_ts,
         "lsn": event.change.lsn,
         "position": event.position,
+        "data_lsn": data_lsn,
+        "data_position": data_position,
     }
 
 

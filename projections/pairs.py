@@ -24,7 +24,14 @@ import orjson
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import data_columns, effective_version, key_only, merge, prefetch_entities
+from projections.lww import (
+    data_columns,
+    data_origin,
+    effective_version,
+    key_only,
+    merge,
+    prefetch_entities,
+)
 from projections.tables import Row, TableDef
 
 SOURCE = "ledger_entries"
@@ -66,6 +73,8 @@ PAIR_LEGS = TableDef(
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
+        ("data_lsn", "bigint"),  # where the data came from (see projections.lww)
+        ("data_position", "bigint"),
         ("candidate_since", "text"),  # JSON: related_id → earliest commit time as its leg
     ),
     indexes=(("related", ("related_id",)),),
@@ -83,6 +92,7 @@ def build_leg(
     deleted = change.op == "d"
     source = data_columns(event, current, _LEG_DATA) if deleted else None
     get = (change.row if source is None else source).get
+    origin = data_origin(event, current)
     return {  # columns in table order
         "tx_id": change.key,
         "wallet_id": get("wallet_id"),
@@ -98,6 +108,8 @@ def build_leg(
         "source_ts": change.source_ts,
         "lsn": change.lsn,
         "position": event.position,
+        "data_lsn": origin[0],
+        "data_position": origin[1],
         "candidate_since": current["candidate_since"] if current is not None else None,
     }
 
@@ -213,8 +225,9 @@ class PairsV1(Projection):
     name = "pairs"
     version = 1
     # 3 (2026-11-30): the pair's times from candidate_since (was: any leg event);
-    # 4 (2026-11-30): completed_at counts the delete of a conflicting leg
-    revision = 4
+    # 4 (2026-11-30): completed_at counts the delete of a conflicting leg;
+    # 5 (2026-11-30): legs carry their data's own order key (data_lsn/data_position)
+    revision = 5
     tables = (PAIRS, PAIR_LEGS)
     sources = frozenset({SOURCE})
     lookups = ((PAIR_LEGS.name, "related_id"),)

@@ -11,7 +11,14 @@ from typing import Any
 
 from eventlog.store import LoggedEvent
 from projections.base import Projection, Reader, State
-from projections.lww import Builder, data_columns, fold_entity, key_only, prefetch_entities
+from projections.lww import (
+    Builder,
+    data_columns,
+    data_origin,
+    fold_entity,
+    key_only,
+    prefetch_entities,
+)
 from projections.tables import Row, TableDef
 
 SOURCE = "payment_orders"
@@ -39,6 +46,8 @@ PAYMENT_ORDERS = TableDef(
         ("source_ts", "text"),
         ("lsn", "bigint"),
         ("position", "bigint"),
+        ("data_lsn", "bigint"),  # where the data came from (see projections.lww)
+        ("data_position", "bigint"),
     ),
 )
 
@@ -66,6 +75,7 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
         source = data_columns(event, current, _DATA) if deleted else None
         get = (change.row if source is None else source).get
         status = get("status")
+        origin = data_origin(event, current)
         return {  # columns in table order
             "order_id": change.key,
             "payer_wallet_id": get("payer_wallet_id"),
@@ -86,6 +96,8 @@ def order_builder(mapping: Mapping[str, str]) -> Builder:
             "source_ts": change.source_ts,
             "lsn": change.lsn,
             "position": event.position,
+            "data_lsn": origin[0],
+            "data_position": origin[1],
         }
 
     return build

@@ -19,6 +19,8 @@ from tests.fixtures_projections import event, ledger_row, order_row
 
 L, P = "ledger_entries", "payment_orders"
 
+POSITIONS = {"position", "data_position"}  # where changes sat in the log: arrival order
+
 
 def logged(*lines: bytes) -> list[LoggedEvent]:
     return [
@@ -135,8 +137,8 @@ def test_delete_of_unknown_key_keeps_tombstone_against_older_create() -> None:
     assert late["deleted"] is True
     assert late["wallet_id"] == "W1"  # a key-only image's other values are placeholders
     assert late["deleted_at"] == in_order["deleted_at"] == "2026-01-01T00:00:05.000000Z"
-    assert {k: v for k, v in late.items() if k != "position"} == {
-        k: v for k, v in in_order.items() if k != "position"
+    assert {k: v for k, v in late.items() if k not in POSITIONS} == {
+        k: v for k, v in in_order.items() if k not in POSITIONS
     }
     alone = replay(logged(delete)).tx("T9")  # a tombstone: the key, no data
     assert alone is not None
@@ -164,11 +166,33 @@ def test_a_delete_wins_in_every_arrival_order(delete_before: Any) -> None:
     for order in itertools.permutations(history):
         row = replay(logged(*order)).tx("T5")
         assert row is not None
-        rows.append({k: v for k, v in row.items() if k != "position"})
+        rows.append({k: v for k, v in row.items() if k not in POSITIONS})
     assert all(row == rows[0] for row in rows)
     assert rows[0]["deleted"] is True
     assert (rows[0]["version"], rows[0]["related_id"], rows[0]["amount"]) == (2, None, "7.00")
     assert rows[0]["amount_signed"] == "-7.00"
+
+
+@pytest.mark.parametrize("version", [1, None])
+def test_changes_of_equal_version_before_a_key_only_delete_in_every_order(
+    version: int | None,
+) -> None:
+    """Two changes with the same version (or none), decided by lsn, then a key-only delete:
+    the late one competes with the deleted row's data by the data's own lsn, not the
+    delete's — every arrival order keeps the data of commit order (a review found the
+    delete's lsn hiding it)."""
+    history = [
+        event(L, "c", ledger_row("T6", version=version, status="POSTED"), lsn=10, ts=1),
+        event(L, "u", ledger_row("T6", version=version, status="SETTLED"), lsn=20, ts=2),
+        event(L, "d", {"tx_id": "T6"}, lsn=30, ts=3),
+    ]
+    rows = []
+    for order in itertools.permutations(history):
+        row = replay(logged(*order)).tx("T6")
+        assert row is not None
+        rows.append({k: v for k, v in row.items() if k not in POSITIONS})
+    assert all(row == rows[0] for row in rows), rows
+    assert (rows[0]["deleted"], rows[0]["status"], rows[0]["data_lsn"]) == (True, "SETTLED", 20)
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def reference_entry(
     else:
         signed = signed_amount(row["type"], row["amount"])
     row["amount_signed"] = signed
-    row.update(provenance(event, version, updated_at))
+    row.update(provenance(event, current, version, updated_at))
     return {name: row[name] for name in LEDGER_ENTRIES.column_names}
 
 
@@ -76,7 +76,7 @@ def reference_order(
     row: Row = {"order_id": event.change.key}
     row.update(data_columns(event, current, _ORDER_DATA))
     row["status_group"] = mapping.get(row["status"] or "", UNKNOWN)
-    row.update(provenance(event, version, updated_at))
+    row.update(provenance(event, current, version, updated_at))
     return {name: row[name] for name in PAYMENT_ORDERS.column_names}
 
 
@@ -85,7 +85,7 @@ def reference_leg(
 ) -> Row:
     row: Row = {"tx_id": event.change.key}
     row.update(data_columns(event, current, _LEG_DATA))
-    row.update(provenance(event, version, updated_at))
+    row.update(provenance(event, current, version, updated_at))
     row["candidate_since"] = current["candidate_since"] if current is not None else None
     return {name: row[name] for name in PAIR_LEGS.column_names}
 

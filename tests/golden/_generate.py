@@ -243,6 +243,20 @@ SCENARIOS: dict[str, list[Any]] = {
         env(L, "c", PAY, ts=1, lsn=10),
         env(L, "c", leg("T3", "PAYMENT", "O1", wallet="W3", version=1), ts=2, lsn=11),
     ],
+    # two changes of equal version before a key-only delete, the later one (lsn 11, status
+    # SETTLED) arriving after the delete: the deleted row keeps SETTLED — commit order's
+    # data — because it competes with the data (lsn 10), not with the delete (lsn 12)
+    "equal_versions_before_a_key_only_delete": [
+        env(L, "c", leg("T1", "PAYMENT", None, version=1, status="POSTED"), ts=1, lsn=10),
+        env(L, "d", {"tx_id": "T1"}, ts=3, lsn=12),
+        env(L, "u", leg("T1", "PAYMENT", None, version=1, status="SETTLED"), ts=2, lsn=11),
+    ],
+    # no versions at all: a key-only delete arrives before the create it deletes; the
+    # deleted row gets the create's data, as in commit order (was: no data)
+    "unversioned_create_after_its_key_only_delete": [
+        env(L, "d", {"tx_id": "T1"}, ts=2, lsn=11),
+        env(L, "c", leg("T1", "PAYMENT", None, status="POSTED"), ts=1, lsn=10),
+    ],
     # amount_signed: source value kept; derived for PAYMENT/RECEIVE; null for other types
     "amount_signed": [
         env(L, "c", leg("T1", "PAYMENT", None, amount="100.50"), ts=1, lsn=10),
