@@ -19,6 +19,7 @@ from api import history, lookups, models, queries
 from api.audit import AuditFilter, decode_cursor, encode_cursor, list_audit
 from api.problems import ProblemError
 from eventlog.db import check_reachable, is_sqlite
+from eventlog.decode import is_canonical_ts
 from eventlog.errors import DatabaseUnavailable, UsageError
 from eventlog.migrate import current_revision, head_revision
 from eventlog.settings import Settings
@@ -255,6 +256,9 @@ def _wallet_cursor(cursor: str) -> tuple[str | None, str]:
         created_at, tx_id = decode_cursor(cursor, (object, str))
     except UsageError as exc:
         raise ProblemError(422, "cursor: not a cursor this API issued") from exc
-    if created_at is not None and not isinstance(created_at, str):
+    # a value the listing could have given: a stored timestamp (or null) and a stored id
+    if created_at is not None and not (isinstance(created_at, str) and is_canonical_ts(created_at)):
+        raise ProblemError(422, "cursor: not a cursor this API issued")
+    if not tx_id:
         raise ProblemError(422, "cursor: not a cursor this API issued")
     return created_at, tx_id

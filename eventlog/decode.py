@@ -569,6 +569,11 @@ def _is_canonical_ts(text: str) -> bool:
     return True
 
 
+def is_canonical_ts(text: str) -> bool:
+    """Whether ``text`` is a timestamp in the stored form (RFC 3339 UTC, microseconds)."""
+    return _is_canonical_ts(text)
+
+
 def _is_plain_decimal(text: str) -> bool:
     # "-0.00" is not canonical (no negative zero): the full decoder rewrites it
     return _PLAIN_DECIMAL.fullmatch(text) is not None and bool(text.strip("-0."))

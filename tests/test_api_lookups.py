@@ -284,6 +284,11 @@ BAD_WALLET_PARAMS: list[dict[str, object]] = [
     {"limit": "x"},
     {"cursor": "not-a-cursor"},
     {"cursor": "WzEsMiwzXQ"},  # valid base64 of [1,2,3], not ours
+    # the right shape, values the listing never gives: not a stored timestamp; an offset
+    # (compared as text it would page wrongly); an empty id
+    {"cursor": "WyI5OTk5LTk5LTk5VDk5Ojk5Ojk5WiIsICJhIl0"},  # ["9999-99-99T99:99:99Z", "a"]
+    {"cursor": "WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzA5OjAwIiwgImEiXQ"},  # [".. +09:00", "a"]
+    {"cursor": "WyIyMDI2LTAxLTAxVDAwOjAwOjAwLjAwMDAwMFoiLCAiIl0"},  # [".. Z", ""]
     {"since": "yesterday"},
     {"since": "2026-01-01T00:00:00"},  # no offset
     {"until": "1700000000"},
