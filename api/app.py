@@ -85,14 +85,15 @@ def create_app(
         # without a token; a trailing slash is an unknown path (401 without a valid token)
         redirect_slashes=False,
     )
+    service = Service(settings, engine, now)
     app.state.bo = AppState(
         settings=settings,
-        service=Service(settings, engine, now),
+        service=service,
         verifier=make_verifier(settings),
         authorizer=Authorizer(),
         writer=writer,
         clock=now,
-        metrics=MetricsExporter(engine, now),
+        metrics=MetricsExporter(engine, now, service.kafka_group),
     )
     app.add_exception_handler(problems.ProblemError, problems.on_problem)
     app.add_exception_handler(StarletteHTTPException, problems.on_http_error)

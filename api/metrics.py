@@ -23,9 +23,16 @@ from eventlog.timeutil import parse_ts
 
 
 class DatabaseCollector(Collector):
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    """``kafka_group``: the consumer group whose per-partition lag (from its members'
+    heartbeats) is reported as ``bo_consumer_lag_records`` — ``bo consume`` serves no HTTP
+    of its own, so every API replica reports it."""
+
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime], kafka_group: str | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.kafka_group = kafka_group
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("bo_metrics_database_up", "1 if the scrape could read the database.")
@@ -45,6 +52,11 @@ class DatabaseCollector(Collector):
             head = queries.log_head(conn)
             rows = queries.checkpoint_rows(conn)
             dead = queries.dead_letter_count(conn)
+            lags = (
+                queries.partition_lags(conn, self.clock(), self.kafka_group)
+                if self.kafka_group
+                else {}
+            )
             try:
                 with conn.begin_nested():
                     pairs: queries.PairStats | None = queries.pair_stats(conn)
@@ -70,6 +82,14 @@ class DatabaseCollector(Collector):
         yield CounterMetricFamily(
             "bo_dead_letters", "Dead letters recorded (all time).", value=dead
         )
+        lag = GaugeMetricFamily(
+            "bo_consumer_lag_records",
+            "Records behind the high watermark, per partition (the consumers' heartbeats).",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(lags.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
         if pairs is not None:
             yield _gauge(
                 "bo_pairs_incomplete", "Payment orders with an INCOMPLETE pair.", pairs.incomplete
@@ -97,9 +117,11 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 class MetricsExporter:
     """The global registry (counters, histograms) followed by this app's database collector."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime], kafka_group: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DatabaseCollector(engine, clock))
+        self.registry.register(DatabaseCollector(engine, clock, kafka_group))
 
     def render(self) -> bytes:
         return generate_latest(REGISTRY) + generate_latest(self.registry)

@@ -322,6 +322,25 @@ def consumer_lag_seconds(conn: Connection, now: datetime, group: str) -> float:
     return consumer_lag_from(now, [(r[0], r[1]) for r in rows])
 
 
+def partition_lags(conn: Connection, now: datetime, group: str) -> dict[tuple[str, int], int]:
+    """Records behind per (topic, partition), as the group's live members last reported them
+    in their heartbeats (the newest report of a partition wins: after a rebalance the old
+    owner's row may still name it). A member silent for ``LIVE_CONSUMER_SECONDS`` reports
+    nothing: its numbers no longer say how far behind the group is."""
+    from eventlog.kafka import parse_assigned  # kafka-python only where a group is configured
+
+    rows = conn.execute(
+        select(consumer_heartbeats.c.heartbeat_at, consumer_heartbeats.c.assigned)
+        .where(consumer_heartbeats.c.group_id == group)
+        .order_by(consumer_heartbeats.c.heartbeat_at)
+    ).all()
+    lags: dict[tuple[str, int], int] = {}
+    for beat_at, assigned in rows:
+        if _age(now, beat_at) <= LIVE_CONSUMER_SECONDS:
+            lags.update(parse_assigned(str(assigned or "")))
+    return lags
+
+
 def consumer_lag_from(now: datetime, rows: Sequence[tuple[Any, Any]]) -> float:
     """:func:`consumer_lag_seconds` from the group's ``(heartbeat_at, caught_up_at)`` rows."""
     if not rows:

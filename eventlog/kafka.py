@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -57,7 +57,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from eventlog.db import is_sqlite, write_tx
 from eventlog.errors import BoError, ConfigError, DatabaseUnavailable
 from eventlog.gcpause import gc_paused
-from eventlog.metrics import CONSUMER_LAG, count_ingest
+from eventlog.metrics import count_ingest
 from eventlog.schema import consumer_heartbeats, kafka_offsets
 from eventlog.settings import Settings
 from eventlog.store import (
@@ -438,6 +438,32 @@ def member_id(group: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}{suffix}/{group}"
 
 
+def format_assigned(
+    partitions: Iterable[TopicPartitionKey], lags: Mapping[TopicPartitionKey, int]
+) -> str:
+    """``topic[p]=lag,…`` in partition order; a partition whose lag is unknown has no ``=``.
+    Kafka topic names hold only ``[A-Za-z0-9._-]``, so the text parses back unambiguously."""
+    parts = []
+    for topic, partition in sorted(partitions):
+        lag = lags.get((topic, partition))
+        parts.append(f"{topic}[{partition}]" + ("" if lag is None else f"={lag}"))
+    return ",".join(parts)
+
+
+def parse_assigned(text: str) -> dict[TopicPartitionKey, int]:
+    """The known lags of a heartbeat's ``assigned`` (:func:`format_assigned`)."""
+    lags: dict[TopicPartitionKey, int] = {}
+    for part in text.split(","):
+        where, sep, lag = part.partition("=")
+        topic, bracket, rest = where.rpartition("[")
+        if not (topic and sep and bracket and rest.endswith("]") and lag.isdigit()):
+            continue
+        partition = rest[:-1]
+        if partition.isdigit():
+            lags[(topic, int(partition))] = int(lag)
+    return lags
+
+
 def write_heartbeat(
     engine: Engine,
     member: str,
@@ -552,6 +578,7 @@ class SyncConsumer:
         self.rewound: set[TopicPartitionKey] = set()
         self.deferred_dlq: list[tuple[Record, Rejected]] = []  # flushed in a callback
         self.paused_for_db = False
+        self.lags: dict[TopicPartitionKey, int] = {}  # records behind, from the last _lag()
         self.last_poll_empty = True
         self.last_heartbeat = 0.0
         self.missing_warned = 0.0
@@ -987,7 +1014,7 @@ class SyncConsumer:
             self.expected.pop(key, None)
             self.durable.pop(key, None)
             self.rewound.discard(key)
-            CONSUMER_LAG.remove(key[0], str(key[1]))
+            self.lags.pop(key, None)
 
     def _resolve_pending(self) -> None:
         """Seek newly assigned partitions to the database offsets, then resume them."""
@@ -1058,6 +1085,7 @@ class SyncConsumer:
             return 0, False
         total = 0
         known = self._group_stable() and not self._missing_topics()
+        self.lags = {}
         for tp in self.consumer.assignment():
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
@@ -1068,7 +1096,7 @@ class SyncConsumer:
                 known = False
                 continue
             behind = max(0, int(highwater) - done)
-            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
+            self.lags[key] = behind
             total += behind
         return total, known
 
@@ -1114,9 +1142,13 @@ class SyncConsumer:
             return True
 
     def _assigned(self) -> str:
+        """The heartbeat's ``assigned``: ``topic[partition]=lag`` per assigned partition
+        (``=lag`` left out while unknown), read by the API's ``bo_consumer_lag_records``."""
         if self.consumer is None:
             return ""
-        return ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(self.consumer.assignment()))
+        return format_assigned(
+            [(tp.topic, tp.partition) for tp in self.consumer.assignment()], self.lags
+        )
 
     def _heartbeat(self, *, force: bool) -> None:
         """The periodic heartbeat (after an append that catches up, see ``_caught_up_beat``)."""

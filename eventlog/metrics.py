@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 
 class BatchHistogram(Histogram):
@@ -43,9 +43,6 @@ HTTP_DURATION = Histogram(
 INGEST_EVENTS = Counter(
     "bo_ingest_events", "Change events received, by result.", ["result"]
 )  # exported as bo_ingest_events_total
-CONSUMER_LAG = Gauge(
-    "bo_consumer_lag_records", "Records behind the high watermark.", ["topic", "partition"]
-)
 FRESHNESS = BatchHistogram(
     "bo_freshness_seconds",
     "OLTP commit (source.ts_ms) to applied in the serving projections.",

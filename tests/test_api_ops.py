@@ -164,7 +164,13 @@ def test_data_lag_grows_while_projections_are_behind(env: ApiEnv) -> None:
     assert caught_up["synced_through"] == "2026-01-01T00:00:20.000000Z"
 
 
-def _beat(env: ApiEnv, member: str, heartbeat: datetime, caught_up: datetime | None) -> None:
+def _beat(
+    env: ApiEnv,
+    member: str,
+    heartbeat: datetime,
+    caught_up: datetime | None,
+    assigned: str = "oltp.public.ledger_entries[0]",
+) -> None:
     with env.engine.begin() as conn:
         conn.execute(
             insert(consumer_heartbeats).values(
@@ -173,9 +179,33 @@ def _beat(env: ApiEnv, member: str, heartbeat: datetime, caught_up: datetime | N
                 heartbeat_at=format_ts(heartbeat),
                 caught_up_at=None if caught_up is None else format_ts(caught_up),
                 lag_records=0,
-                assigned="oltp.public.ledger_entries[0]",
+                assigned=assigned,
             )
         )
+
+
+def test_metrics_report_each_partitions_lag_from_the_live_members_heartbeats(
+    sqlite_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    """``bo consume`` serves no HTTP: the API reports ``bo_consumer_lag_records`` per
+    partition from the members' heartbeats — the newest report of a partition wins, a
+    silent member reports nothing, an unknown lag (no ``=``) is left out."""
+    env = make_env(engine_factory(sqlite_url), tmp_path, kafka_bootstrap="127.0.0.1:9")
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    topic = "oltp.public.ledger_entries"
+    _beat(env, "old-owner", now - timedelta(seconds=5), None, f"{topic}[0]=900,{topic}[1]=7")
+    _beat(env, "new-owner", now - timedelta(seconds=1), None, f"{topic}[0]=12,{topic}[2]")
+    _beat(env, "gone", now - timedelta(seconds=600), None, f"{topic}[3]=5")
+    with client(env.app(clock=lambda: now)) as c:
+        text_ = c.get("/metrics").text
+
+    def sample(partition: str) -> str | None:
+        prefix = f'bo_consumer_lag_records{{partition="{partition}",topic="{topic}"}} '
+        return next(
+            (line[len(prefix) :] for line in text_.splitlines() if line.startswith(prefix)), None
+        )
+
+    assert (sample("0"), sample("1"), sample("2"), sample("3")) == ("12.0", "7.0", None, None)
 
 
 def test_consumer_lag_counts_when_kafka_is_configured(

@@ -17,6 +17,8 @@ from eventlog.kafka import (
     OffsetRegression,
     Record,
     SyncConsumer,
+    format_assigned,
+    parse_assigned,
     read_offsets,
     write_heartbeat_in,
     write_offsets,
@@ -258,3 +260,16 @@ def test_heartbeat_upsert_moves_caught_up_only_when_caught_up(migrated: Engine) 
     assert beat_row("m1")["caught_up_at"] is not None
     with migrated.connect() as conn:
         assert len(conn.execute(select(consumer_heartbeats)).all()) == 2
+
+
+def test_a_heartbeat_carries_each_partitions_lag_and_parses_back() -> None:
+    lags = {("oltp.public.ledger_entries", 0): 12, ("oltp.public.payment_orders", 10): 0}
+    partitions = [*lags, ("oltp.public.ledger_entries", 1)]  # the last one: lag unknown
+    text_ = format_assigned(partitions, lags)
+    assert text_ == (
+        "oltp.public.ledger_entries[0]=12,oltp.public.ledger_entries[1],"
+        "oltp.public.payment_orders[10]=0"
+    )
+    assert parse_assigned(text_) == lags
+    assert parse_assigned("") == {}
+    assert parse_assigned("t[x]=1,t[1]=y,[2]=3,t[3]=4") == {("t", 3): 4}
