@@ -307,11 +307,26 @@ def _stack(tmp: Path) -> Iterator[tuple[str, str, Engine, dict[str, str]]]:
 
 
 def run(rate: int, seconds: int, backlog: int, members: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """The benchmark in a temporary directory of its own (the processes' logs and keys),
+    removed when it succeeds and kept, with its path logged, when it fails."""
+    import shutil
     import tempfile
 
+    tmp = Path(tempfile.mkdtemp(prefix="bo-fresh-"))
+    try:
+        result = _run(tmp, rate, seconds, backlog, members)
+    except BaseException:
+        print(f"freshness benchmark failed; its logs are in {tmp}", file=sys.stderr)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _run(
+    tmp: Path, rate: int, seconds: int, backlog: int, members: tuple[int, ...]
+) -> dict[str, Any]:
     from api.auth import dev_token
 
-    tmp = Path(tempfile.mkdtemp(prefix="bo-fresh-"))
     result: dict[str, Any] = {
         "rate": rate,
         "seconds": seconds,
