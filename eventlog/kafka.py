@@ -112,7 +112,6 @@ class ConsumerConfig:
     check_crcs: bool = True
     fetch_max_wait_ms: int = 50  # an idle fetch returns this soon: bounds added latency
     bootstrap_timeout_ms: int = 5000  # one connection attempt; then back off and retry
-    rejoin_after: float = 60.0  # s without a stable group generation before joining again
     # Prepare in worker processes (None: one per CPU, at most 4, when the consumer is the
     # process's only thread — `bo consume` — so forking is safe; 0 or 1: never) when a
     # poll brings at least ``parallel_min`` records (a backlog); live traffic stays inline.
@@ -246,7 +245,6 @@ class ConsumeStats:
     dlq_produced: int = 0
     db_retries: int = 0
     broker_retries: int = 0
-    rejoins: int = 0
     result: AppendResult = field(default_factory=AppendResult)
 
     def summary(self) -> dict[str, int]:
@@ -258,7 +256,6 @@ class ConsumeStats:
             "dlq_produced": self.dlq_produced,
             "db_retries": self.db_retries,
             "broker_retries": self.broker_retries,
-            "rejoins": self.rejoins,
         }
 
 
@@ -581,7 +578,6 @@ class SyncConsumer:
         self.rewound: set[TopicPartitionKey] = set()
         self.deferred_dlq: list[tuple[Record, Rejected]] = []  # flushed in a callback
         self.paused_for_db = False
-        self.unstable_since: float | None = None  # monotonic time the group went unstable
         self.lags: dict[TopicPartitionKey, int] = {}  # records behind, from the last _lag()
         self.last_poll_empty = True
         self.last_heartbeat = 0.0
@@ -694,7 +690,6 @@ class SyncConsumer:
             if self.batch and self._batch_due():
                 self._flush()
             self._heartbeat(force=False)
-            self._rejoin_if_stuck()
         except OffsetRegression as exc:
             logger.error("{}; discarding the batch and re-reading from the database offsets", exc)
             self._restart_from_database({r.tp for r in self.batch})
@@ -716,39 +711,12 @@ class SyncConsumer:
             # database offsets (nothing uncommitted is lost; the log dedupes re-reads).
             self.stats.broker_retries += 1
             logger.exception("unexpected consumer error; reconnecting")
-            self._reconnect()
+            self._drop_batch()
+            self.paused_for_db = False
+            self._close()
+            for state in (self.pending, self.expected, self.durable, self.rewound):
+                state.clear()
             self.broker_backoff.wait(self.stop)
-
-    def _reconnect(self) -> None:
-        """Drop the client and what it was reading; the loop connects afresh and resumes
-        from the database offsets (uncommitted records are re-read, duplicates dropped)."""
-        self._drop_batch()
-        self.paused_for_db = False
-        self._close()
-        for state in (self.pending, self.expected, self.durable, self.rewound):
-            state.clear()
-        self.unstable_since = None
-
-    def _rejoin_if_stuck(self) -> None:
-        """A member that has had no stable group generation for ``rejoin_after`` seconds
-        (a join the coordinator never completed — seen with Tansu after the group's other
-        members left) leaves and joins again. A member that is stable with no partitions
-        (more members than partitions) is not stuck and stays."""
-        if self.consumer is None or self._group_stable():
-            self.unstable_since = None
-            return
-        now = time.monotonic()
-        if self.unstable_since is None:
-            self.unstable_since = now
-            return
-        if now - self.unstable_since < self.config.rejoin_after:
-            return
-        logger.warning(
-            "no stable consumer group generation for {:.0f} s; leaving and joining again",
-            now - self.unstable_since,
-        )
-        self.stats.rejoins += 1
-        self._reconnect()
 
     def _poll(self) -> None:
         timeout = self.config.poll_ms
