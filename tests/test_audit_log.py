@@ -150,7 +150,35 @@ def test_crlf_cannot_forge_a_record(sqlite_env: ApiEnv) -> None:
     assert verify_audit(env.engine).records == 1
 
 
-def test_tampering_is_found_and_named(sqlite_env: ApiEnv, tmp_path: Path) -> None:
+# An owner's edit of a record (any column): the hash no longer matches; SQLite stores any
+# value in any column, so a value of another type must be reported too, not crash the walk.
+AUDIT_TAMPERS = {
+    "an edited actor": (
+        "UPDATE audit_log SET actor = 'mallory' WHERE id = 2",
+        "hash does not match the record",
+    ),
+    "a value of another type": (
+        "UPDATE audit_log SET roles = X'00FF' WHERE id = 2",
+        "a stored value has the wrong type",
+    ),
+}
+
+
+def _bo_audit_verify(database: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    bo = str(Path(sys.executable).parent / "bo")
+    run_env = {
+        **os.environ,
+        "BO_DATABASE_URL": f"sqlite:///{database}",
+        "BO_VAR_DIR": str(tmp_path),
+    }
+    return subprocess.run(
+        [bo, "audit", "verify", "--json"], capture_output=True, text=True, env=run_env, check=False
+    )
+
+
+@pytest.mark.parametrize("tamper", sorted(AUDIT_TAMPERS))
+def test_tampering_is_found_and_named(sqlite_env: ApiEnv, tmp_path: Path, tamper: str) -> None:
+    sql, reason = AUDIT_TAMPERS[tamper]
     env = sqlite_env
     with client(env.app()) as c:
         for _ in range(3):
@@ -159,73 +187,27 @@ def test_tampering_is_found_and_named(sqlite_env: ApiEnv, tmp_path: Path) -> Non
     assert database
     raw = sqlite3.connect(database)
     raw.execute("DROP TRIGGER audit_log_no_update")  # only the owner of the file can do this
-    raw.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = 2")
+    raw.execute(sql)
     raw.commit()
     raw.close()
     with pytest.raises(AuditChainBroken) as caught:
         verify_audit(env.engine)
     assert caught.value.record_id == 2
-    bo = str(Path(sys.executable).parent / "bo")
-    run_env = {
-        **os.environ,
-        "BO_DATABASE_URL": f"sqlite:///{database}",
-        "BO_VAR_DIR": str(tmp_path),
-    }
-    out = subprocess.run(
-        [bo, "audit", "verify", "--json"], capture_output=True, text=True, env=run_env, check=False
-    )
-    assert out.returncode == 1, out.stderr
-    assert json.loads(out.stdout) == {
-        "ok": False,
-        "id": 2,
-        "reason": "hash does not match the record",
-    }
-
-
-def test_a_value_rewritten_with_another_type_is_found_not_a_crash(
-    sqlite_env: ApiEnv, tmp_path: Path
-) -> None:
-    env = sqlite_env
-    with client(env.app()) as c:
-        for _ in range(3):
-            c.get("/admin/tx/T1", headers=env.headers(READ))
-    database = env.engine.url.database
-    assert database
-    raw = sqlite3.connect(database)
-    raw.execute("DROP TRIGGER audit_log_no_update")
-    raw.execute("UPDATE audit_log SET roles = X'00FF' WHERE id = 2")  # bytes, not text
-    raw.commit()
-    raw.close()
-    with pytest.raises(AuditChainBroken) as caught:
-        verify_audit(env.engine)
-    assert caught.value.record_id == 2
-    bo = str(Path(sys.executable).parent / "bo")
-    run_env = {
-        **os.environ,
-        "BO_DATABASE_URL": f"sqlite:///{database}",
-        "BO_VAR_DIR": str(tmp_path),
-    }
-    out = subprocess.run(
-        [bo, "audit", "verify", "--json"], capture_output=True, text=True, env=run_env, check=False
-    )
+    out = _bo_audit_verify(database, tmp_path)
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr
-    assert json.loads(out.stdout)["id"] == 2
+    report = json.loads(out.stdout)
+    assert (report["ok"], report["id"]) == (False, 2)
+    assert report["reason"].startswith(reason)
 
 
 def test_bo_audit_verify_ok(sqlite_env: ApiEnv, tmp_path: Path) -> None:
     env = sqlite_env
     with client(env.app()) as c:
         c.get("/admin/tx/T1")
-    bo = str(Path(sys.executable).parent / "bo")
-    run_env = {
-        **os.environ,
-        "BO_DATABASE_URL": f"sqlite:///{env.engine.url.database}",
-        "BO_VAR_DIR": str(tmp_path),
-    }
-    out = subprocess.run(
-        [bo, "audit", "verify", "--json"], capture_output=True, text=True, env=run_env, check=False
-    )
+    database = env.engine.url.database
+    assert database
+    out = _bo_audit_verify(database, tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["records"] == 1
 
