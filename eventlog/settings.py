@@ -10,6 +10,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -208,8 +209,6 @@ def _sqlite_file_url(value: str) -> str:
     """A SQLite URL must name a file: every ``bo`` command is a process of its own, so an
     in-memory database would be gone before the next one. Options other than SQLite URI
     ones (``?mode=ro&uri=true``) would be ignored by the driver with a warning: refused."""
-    from urllib.parse import parse_qs
-
     rest = value[len("sqlite://") :]
     path, _, query = rest.partition("?")
     if path in ("", "/", "/:memory:") or path.startswith("/:memory:"):

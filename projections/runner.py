@@ -16,8 +16,8 @@ failing event, commits the good ones, and marks that version ``failed`` with the
 and the failing position; the checkpoint stays before that event (never skipped).
 Other versions and ingest carry on. A stale version (its checkpoint's fingerprint is not
 what the code and config give now) is not advanced: it serves what it holds until rebuilt.
-Database outages (``OperationalError``) are not
-builder errors: they propagate (``run_once``) or are retried (``run_forever``).
+Database outages (``OperationalError``) are not builder errors: they propagate
+(``run_once``) or are retried (``run_forever``).
 """
 
 from __future__ import annotations
