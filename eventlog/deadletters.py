@@ -125,16 +125,13 @@ def retry_dead_letters(engine: Engine, ids: list[int] | None) -> RetryResult:
                 row.source_line,
             )
             values: dict[str, Any] = {"retried_at": now}
-            if _redacted_text(row.reason, bytes(row.raw)):
+            raw = bytes(row.raw)
+            outcome = None if _redacted_text(row.reason, raw) else prepare(raw, source)
+            if outcome is None:
                 result.still_failing += 1
                 if not row.reason.endswith(NOT_RETRYABLE):
                     values.update(reason=row.reason + NOT_RETRYABLE)
-                conn.execute(
-                    update(dead_letters).where(dead_letters.c.id == row.id).values(**values)
-                )
-                continue
-            outcome = prepare(bytes(row.raw), source)
-            if isinstance(outcome, Prepared | Tombstone):
+            elif isinstance(outcome, Prepared | Tombstone):
                 appended: AppendResult = append_in(conn, [outcome])
                 result.appended += appended.appended
                 result.duplicate += appended.duplicate

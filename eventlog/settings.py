@@ -211,7 +211,7 @@ def _sqlite_file_url(value: str) -> str:
     ones (``?mode=ro&uri=true``) would be ignored by the driver with a warning: refused."""
     rest = value[len("sqlite://") :]
     path, _, query = rest.partition("?")
-    if path in ("", "/", "/:memory:") or path.startswith("/:memory:"):
+    if path in ("", "/") or path.startswith("/:memory:"):
         raise ValueError("a SQLite URL must name a file, e.g. sqlite:///./var/bo.db")
     options = parse_qs(query, keep_blank_values=True)
     if options and options.get("uri") != ["true"]:
