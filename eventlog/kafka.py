@@ -65,6 +65,8 @@ from eventlog.store import (
     AppendResult,
     Rejected,
     SourceRef,
+    Staged,
+    Tombstone,
     append_in,
     prepare,
     stage,
@@ -177,8 +179,56 @@ def dlq_record(
 
 
 def prepare_chunk(values: list[RawValue]) -> list[Appendable]:
-    """:func:`prepare_one` for each record of a chunk (runs in a worker process)."""
+    """:func:`prepare_one` for each record of a chunk."""
     return [prepare_one(t, p, o, v) for t, p, o, v in values]
+
+
+# A valid change as a worker sends it back: the :class:`Staged` row without what the
+# consumer holds already — the received bytes when they are stored unchanged (``None``
+# then) and the Kafka coordinates. A third of the bytes that a whole ``Staged`` pickles
+# to, and a plain tuple: measured, ~4 µs of CPU less per record between the two sides.
+Slim = tuple[str, bytes | None, str, str, str, str, str | None, str | None]
+SlimOutcome = Slim | Rejected | Tombstone
+
+
+def prepare_slim(values: list[bytes | None]) -> list[SlimOutcome]:
+    """In a worker: :func:`eventlog.store.prepare` and ``stage`` of each value, reduced to
+    :data:`Slim` (dead letters and tombstones whole, their source filled in by
+    :func:`unslim`)."""
+    out: list[SlimOutcome] = []
+    for value in values:
+        staged = stage(prepare(value))
+        if isinstance(staged, Staged):
+            payload = None if staged.payload is value else staged.payload
+            out.append((staged.event_id, payload, *staged[2:8]))
+        elif isinstance(staged, Rejected | Tombstone):
+            out.append(staged)
+        else:  # stage() turns every Prepared into a Staged
+            raise TypeError(f"unexpected outcome {type(staged).__name__}")
+    return out
+
+
+def unslim(rec: Record, value: bytes | None, slim: SlimOutcome) -> Appendable:
+    """What :func:`prepare_one` gives for ``rec`` (whose received bytes are ``value``),
+    from what :func:`prepare_slim` gave for it."""
+    source = SourceRef(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+    if isinstance(slim, Rejected):
+        return Rejected(reason=slim.reason, raw=slim.raw, source=source)
+    if isinstance(slim, Tombstone):
+        return Tombstone(source)
+    event_id, payload, paths, table, op, key, group, ts = slim
+    stored = value if payload is None else payload
+    if stored is None:
+        raise RuntimeError(f"record {rec.topic}[{rec.partition}]@{rec.offset}: no value")
+    return Staged(
+        event_id, stored, paths, table, op, key, group, ts, rec.topic, rec.partition, rec.offset
+    )
+
+
+def prepare_records(records: list[Record], values: list[bytes | None]) -> None:
+    """Prepare ``records`` (received as ``values``) in this process, as a worker would."""
+    for rec, value, slim in zip(records, values, prepare_slim(values), strict=True):
+        rec.outcome = unslim(rec, value, slim)
 
 
 class Preparer:
@@ -207,12 +257,13 @@ class Preparer:
                 initializer=_exit_with_parent,
                 initargs=(os.getpid(),),
             )
-            self.pool.submit(prepare_chunk, []).result()  # fork them now
+            self.pool.submit(prepare_slim, []).result()  # fork them now
 
-    def submit(self, values: list[RawValue]) -> Future[list[Appendable]]:
+    def submit(self, values: list[bytes | None]) -> Future[list[SlimOutcome]]:
+        """Prepare received values (:func:`prepare_slim`; :func:`unslim` completes them)."""
         if self.pool is None:
             raise RuntimeError("Preparer.start() was not called")
-        return self.pool.submit(prepare_chunk, values)
+        return self.pool.submit(prepare_slim, values)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -569,7 +620,7 @@ class SyncConsumer:
         workers = default_prepare_workers() if workers is None else workers
         self.preparer = Preparer(workers) if workers > 1 else None
         # chunks being prepared, in batch order: (future outcomes, their records, values)
-        self.inflight: deque[tuple[Future[list[Appendable]], list[Record], list[RawValue]]] = (
+        self.inflight: deque[tuple[Future[list[SlimOutcome]], list[Record], list[bytes | None]]] = (
             deque()
         )
         self.pending: set[TopicPartitionKey] = set()  # assigned, position not yet resolved
@@ -757,7 +808,7 @@ class SyncConsumer:
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             records = [Record(i.topic, i.partition, i.offset, i.key, None) for i in chunk]
-            values = [(i.topic, i.partition, i.offset, i.value) for i in chunk]
+            values = [i.value for i in chunk]
             try:
                 if self.preparer is None:
                     raise BrokenProcessPool("no prepare workers")
@@ -765,8 +816,7 @@ class SyncConsumer:
             except BrokenProcessPool as exc:
                 if self.preparer is not None:
                     self._lose_preparer(exc)
-                for rec, outcome in zip(records, prepare_chunk(values), strict=True):
-                    rec.outcome = outcome
+                prepare_records(records, values)
             for rec in records:
                 self._accept(rec)
 
@@ -777,12 +827,13 @@ class SyncConsumer:
                 raise RuntimeError("a record is neither prepared nor being prepared")
             future, chunk, values = self.inflight.popleft()
             try:
-                outcomes = future.result()
+                slims = future.result()
             except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
                 self._lose_preparer(exc)
-                outcomes = prepare_chunk(values)
-            for rec, outcome in zip(chunk, outcomes, strict=True):
-                rec.outcome = outcome
+                prepare_records(chunk, values)
+                continue
+            for rec, value, slim in zip(chunk, values, slims, strict=True):
+                rec.outcome = unslim(rec, value, slim)
 
     def _start_preparer(self) -> None:
         if self.preparer is None:

@@ -20,9 +20,12 @@ from eventlog.kafka import (
     ConsumerConfig,
     Preparer,
     RawValue,
+    Record,
     SyncConsumer,
     prepare_chunk,
     prepare_one,
+    prepare_records,
+    unslim,
 )
 from eventlog.schema import dead_letters, events
 from eventlog.store import Rejected, SourceRef, Staged, Tombstone, prepare, stage
@@ -69,14 +72,30 @@ def test_prepare_chunk_is_prepare_then_stage() -> None:
 
 def test_worker_processes_prepare_identically() -> None:
     values = _values()
+    raw = [v for _t, _p, _o, v in values]
+    records = [Record(t, p, o, None, None) for t, p, o, _v in values]
     preparer = Preparer(2)
     preparer.start()
     try:
-        futures = [preparer.submit(values[i : i + 7]) for i in range(0, len(values), 7)]
-        got = [outcome for future in futures for outcome in future.result()]
+        futures = [preparer.submit(raw[i : i + 7]) for i in range(0, len(raw), 7)]
+        slims = [outcome for future in futures for outcome in future.result()]
     finally:
         preparer.close()
+    got = [unslim(rec, v, slim) for rec, v, slim in zip(records, raw, slims, strict=True)]
     assert got == prepare_chunk(values)
+    # what travels back leaves out what the consumer holds: unchanged bytes, coordinates
+    kept = [s for s, v in zip(slims, raw, strict=True) if type(s) is tuple and s[1] is None]
+    rewritten = [s for s in slims if type(s) is tuple and s[1] is not None]
+    assert kept
+    assert rewritten  # the credential-bearing event is stored re-serialised
+    assert all(len(s) == 8 for s in kept + rewritten)
+
+
+def test_inline_fallback_prepares_as_the_workers_do() -> None:
+    values = _values()
+    records = [Record(t, p, o, None, None) for t, p, o, _v in values]
+    prepare_records(records, [v for _t, _p, _o, v in values])
+    assert [r.outcome for r in records] == prepare_chunk(values)
 
 
 def test_a_dead_worker_falls_back_to_inline_prepare(migrated: Engine) -> None:
@@ -143,7 +162,7 @@ def test_consumer_with_workers_appends_what_inline_prepare_gives(
     submitted: list[int] = []
     real_submit = Preparer.submit
 
-    def spy(self: Preparer, values: list[RawValue]) -> Any:
+    def spy(self: Preparer, values: list[bytes | None]) -> Any:
         submitted.append(len(values))
         return real_submit(self, values)
 
