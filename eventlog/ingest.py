@@ -27,7 +27,17 @@ from typing import BinaryIO
 
 from eventlog.errors import UsageError
 from eventlog.gcpause import gc_paused
-from eventlog.store import Appendable, AppendResult, EventLog, SourceRef, prepare, stage
+from eventlog.store import (
+    Appendable,
+    AppendResult,
+    EventLog,
+    SlimOutcome,
+    SourceRef,
+    prepare,
+    prepare_slim,
+    stage,
+    unslim,
+)
 
 BATCH = 5000
 CHUNK = 1000
@@ -72,8 +82,21 @@ def _chunks(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[Chunk, int]]:
 
 
 def prepare_chunk(name: str, chunk: Chunk) -> list[Appendable]:
-    """Prepare one chunk (runs in a worker process, or inline for small inputs)."""
+    """Prepare one chunk in this process (small inputs)."""
     return [stage(prepare(data, SourceRef(file=name, line=number))) for number, data in chunk]
+
+
+def prepare_slim_chunk(name: str, chunk: Chunk) -> list[SlimOutcome]:
+    """In a worker process: :func:`eventlog.store.prepare_slim` of each line of a chunk
+    (:func:`complete_chunk` turns the result into :func:`prepare_chunk`'s)."""
+    return [prepare_slim(data, SourceRef(file=name, line=number)) for number, data in chunk]
+
+
+def complete_chunk(chunk: Chunk, slims: list[SlimOutcome]) -> list[Appendable]:
+    return [
+        unslim(slim, data, None, None, None) if isinstance(slim, tuple) else slim
+        for (_number, data), slim in zip(chunk, slims, strict=True)
+    ]
 
 
 def _prepared(
@@ -90,16 +113,16 @@ def _prepared(
     # raised here instead of waiting forever for its chunk.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        window: deque[tuple[Future[list[Appendable]], int]] = deque()
+        window: deque[tuple[Future[list[SlimOutcome]], Chunk, int]] = deque()
         in_flight = max(2 * workers, 2 * BATCH // CHUNK)
         for chunk, read in _chunks(lines):
-            window.append((pool.submit(prepare_chunk, name, chunk), read))
+            window.append((pool.submit(prepare_slim_chunk, name, chunk), chunk, read))
             if len(window) >= in_flight:
-                result, done = window.popleft()
-                yield result.result(), done
+                result, sent, done = window.popleft()
+                yield complete_chunk(sent, result.result()), done
         while window:
-            result, done = window.popleft()
-            yield result.result(), done
+            result, sent, done = window.popleft()
+            yield complete_chunk(sent, result.result()), done
 
 
 def ingest_stream(

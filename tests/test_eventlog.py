@@ -438,7 +438,7 @@ def _die(_name: str, _chunk: list[tuple[int, bytes]]) -> list[Any]:
 def test_a_dead_worker_fails_the_ingest_instead_of_hanging(
     sqlite_url: str, engine_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("eventlog.ingest.prepare_chunk", _die)
+    monkeypatch.setattr("eventlog.ingest.prepare_slim_chunk", _die)
     engine = engine_factory(sqlite_url)
     with pytest.raises(BrokenProcessPool):
         ingest_stream(EventLog(engine), enumerate(sample_stream(3), 1), "f", workers=2)

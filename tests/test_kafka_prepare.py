@@ -22,10 +22,10 @@ from eventlog.kafka import (
     RawValue,
     Record,
     SyncConsumer,
+    complete,
     prepare_chunk,
     prepare_one,
     prepare_records,
-    unslim,
 )
 from eventlog.schema import dead_letters, events
 from eventlog.store import Rejected, SourceRef, Staged, Tombstone, prepare, stage
@@ -81,7 +81,7 @@ def test_worker_processes_prepare_identically() -> None:
         slims = [outcome for future in futures for outcome in future.result()]
     finally:
         preparer.close()
-    got = [unslim(rec, v, slim) for rec, v, slim in zip(records, raw, slims, strict=True)]
+    got = [complete(rec, v, slim) for rec, v, slim in zip(records, raw, slims, strict=True)]
     assert got == prepare_chunk(values)
     # what travels back leaves out what the consumer holds: unchanged bytes, coordinates
     kept = [s for s, v in zip(slims, raw, strict=True) if type(s) is tuple and s[1] is None]
