@@ -345,7 +345,9 @@ class AsyncLookups:
             consumer_lag = None
             if self.kafka_group:
                 rows = await conn.fetch(self._beats_sql, self.kafka_group)
-                consumer_lag = queries.consumer_lag_from(now, [(r[0], r[1]) for r in rows])
+                synced = None if row is None or row[1] is None else str(row[1])
+                beats = [(r[0], r[1]) for r in rows]
+                consumer_lag = queries.consumer_lag_from(now, beats, synced)
         assert row is not None  # the statement always returns its one row
         return row, now, consumer_lag
 

@@ -223,7 +223,8 @@ def freshness_from(
     pinned: bool = False,
 ) -> Freshness:
     """Finish :func:`freshness` from a row carrying the ``fresh_*`` columns."""
-    consumer_lag = consumer_lag_seconds(conn, now, kafka_group) if kafka_group else None
+    synced = None if row.fresh_synced is None else str(row.fresh_synced)
+    consumer_lag = consumer_lag_seconds(conn, now, kafka_group, synced) if kafka_group else None
     return freshness_with(now, row, consumer_lag, pinned=pinned)
 
 
@@ -312,14 +313,17 @@ def _tx_bundle_statement() -> Any:
     return select(*columns).select_from(joined)
 
 
-def consumer_lag_seconds(conn: Connection, now: datetime, group: str) -> float:
-    """How long the consumer group may have been behind the broker."""
+def consumer_lag_seconds(
+    conn: Connection, now: datetime, group: str, synced: str | None = None
+) -> float:
+    """How long the consumer group may have been behind the broker (``synced``: see
+    :func:`consumer_lag_from`)."""
     rows = conn.execute(
         select(consumer_heartbeats.c.heartbeat_at, consumer_heartbeats.c.caught_up_at).where(
             consumer_heartbeats.c.group_id == group
         )
     ).all()
-    return consumer_lag_from(now, [(r[0], r[1]) for r in rows])
+    return consumer_lag_from(now, [(r[0], r[1]) for r in rows], synced)
 
 
 def partition_lags(conn: Connection, now: datetime, group: str) -> dict[tuple[str, int], int]:
@@ -341,8 +345,15 @@ def partition_lags(conn: Connection, now: datetime, group: str) -> dict[tuple[st
     return lags
 
 
-def consumer_lag_from(now: datetime, rows: Sequence[tuple[Any, Any]]) -> float:
-    """:func:`consumer_lag_seconds` from the group's ``(heartbeat_at, caught_up_at)`` rows."""
+def consumer_lag_from(
+    now: datetime, rows: Sequence[tuple[Any, Any]], synced: str | None = None
+) -> float:
+    """:func:`consumer_lag_seconds` from the group's ``(heartbeat_at, caught_up_at)`` rows.
+
+    A live member that has not caught up yet is behind since the group last was; when the
+    group never was (a new group on a backlog), since the newest change the answer holds —
+    ``synced``, the source commit time at the serving position (0 when nothing is applied:
+    nothing to be stale)."""
     if not rows:
         return 0.0  # no consumer ever ran: only the projections' lag is known
     ever_caught = max((str(r[1]) for r in rows if r[1]), default=None)
@@ -350,8 +361,8 @@ def consumer_lag_from(now: datetime, rows: Sequence[tuple[Any, Any]]) -> float:
     if not live:
         newest = max(max(str(r[0]), str(r[1] or r[0])) for r in rows)
         return _age(now, newest)
-    # A live member that has not caught up yet is behind since the group last was.
-    caught = [str(r[1]) if r[1] else ever_caught for r in live]
+    behind_since = ever_caught if ever_caught is not None else synced
+    caught = [str(r[1]) if r[1] else behind_since for r in live]
     known = [c for c in caught if c is not None]
     return _age(now, min(known)) if known else 0.0
 

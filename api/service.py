@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from loguru import logger
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -223,7 +224,14 @@ class Service:
                 detail.append("database is not migrated to head")
             items = projection_status(self.engine, self.settings)
         except (DatabaseUnavailable, SQLAlchemyError) as exc:
-            detail.append(str(exc).splitlines()[0])
+            # unauthenticated callers get the check's name only; the server log the error
+            # (which names the database, its host and the failing statement)
+            logger.warning("readyz: {}", str(exc).splitlines()[0])
+            detail.append(
+                "database query failed (see the server log)"
+                if checks["database"]
+                else "database unreachable (see the server log)"
+            )
             return {"ready": False, "checks": checks, "detail": detail}
         serving = [i for i in items if i["serving"]]
         failed = [

@@ -119,8 +119,9 @@ def test_event_loop_path_answers_byte_for_byte_like_the_reference(pg_env: ApiEnv
     assert verify_audit(pg_env.engine).records == 2 * half
 
 
+@pytest.mark.parametrize("caught_up", [True, False])
 def test_consumer_lag_on_the_event_loop_path(
-    pg_url: str, engine_factory: Any, tmp_path: Path
+    pg_url: str, engine_factory: Any, tmp_path: Path, caught_up: bool
 ) -> None:
     env = make_env(engine_factory(pg_url), tmp_path, kafka_bootstrap="127.0.0.1:9")
     env.ingest(change("ledger_entries", ledger("T1")))
@@ -130,15 +131,18 @@ def test_consumer_lag_on_the_event_loop_path(
                 member="host:1",
                 group_id=env.settings.kafka_group,
                 heartbeat_at=format_ts(NOW - timedelta(seconds=1)),
-                caught_up_at=format_ts(NOW - timedelta(seconds=2)),
-                lag_records=0,
+                caught_up_at=format_ts(NOW - timedelta(seconds=2)) if caught_up else None,
+                lag_records=0 if caught_up else 500,
                 assigned="oltp.public.ledger_entries[0]",
             )
         )
     fast = _answers(env, env.app(clock=lambda: NOW), fast=True)
     reference = _answers(env, env.app(clock=lambda: NOW), fast=False)
     assert fast == reference
-    assert b'"data_lag_sec":2.0' in fast[0][2]
+    # never caught up: behind since the newest applied change's commit (T1's source ts)
+    synced = datetime(2026, 1, 1, tzinfo=UTC)
+    lag = 2.0 if caught_up else round((NOW - synced).total_seconds(), 3)
+    assert f'"data_lag_sec":{lag}'.encode() in fast[0][2]
 
 
 def test_as_of_still_replays_through_the_reference_path(pg_env: ApiEnv) -> None:

@@ -61,6 +61,7 @@ def test_readyz_unreachable_and_unmigrated(tmp_path: Path, sqlite_url: str) -> N
             r = c.get("/readyz")
         assert r.status_code == 503
         assert r.json()["checks"]["migrations"] is False
+        assert "no such table" not in r.text  # the statement's error stays in the server log
     finally:
         fresh.dispose()
     gone = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
@@ -72,6 +73,10 @@ def test_readyz_unreachable_and_unmigrated(tmp_path: Path, sqlite_url: str) -> N
             scrape = c.get("/metrics")
         assert r.status_code == 503
         assert r.json()["checks"]["database"] is False
+        # no database name, host or driver text for an unauthenticated caller
+        assert r.json()["detail"] == ["database unreachable (see the server log)"]
+        assert "127.0.0.1" not in r.text
+        assert "nobody" not in r.text
         assert scrape.status_code == 200  # a scrape never fails: it says the database is down
         assert _metric(scrape.text, "bo_metrics_database_up") == 0
         assert lookup.status_code == 503  # audit store unreachable: fail closed
@@ -230,6 +235,32 @@ def test_consumer_lag_counts_when_kafka_is_configured(
     plain = make_env(env.engine, tmp_path)  # without BO_KAFKA_BOOTSTRAP the consumer is ignored
     with client(plain.app(clock=lambda: clock[0])) as c:
         assert c.get("/admin/tx/T1", headers=headers).json()["data_lag_sec"] == 0.0
+
+
+def test_a_group_that_never_caught_up_is_behind_since_the_newest_applied_change(
+    sqlite_url: str, engine_factory: Any, tmp_path: Path
+) -> None:
+    """A new group on a backlog has no ``caught_up_at`` anywhere: the answer is stale since
+    the newest change it holds (its source commit time), and grows while that lasts."""
+    env = make_env(engine_factory(sqlite_url), tmp_path, kafka_bootstrap="127.0.0.1:9")
+    env.ingest(change("ledger_entries", ledger("T1"), ts=20))
+    synced = parse_ts("2026-01-01T00:00:20.000000Z")
+    now = synced + timedelta(seconds=100)
+    clock = [now]
+    headers = env.headers(READ)
+    with client(env.app(clock=lambda: clock[0])) as c:
+        _beat(env, "host:1", now - timedelta(seconds=1), None, "oltp.public.ledger_entries[0]=9")
+        first = c.get("/admin/tx/T1", headers=headers).json()
+        clock[0] = now + timedelta(seconds=5)
+        _beat(env, "host:2", clock[0], None)  # still live, still behind
+        later = c.get("/admin/tx/T1", headers=headers).json()
+        absent = c.get("/admin/tx/T-none", headers=headers).json()
+        _beat(env, "host:3", clock[0], clock[0] - timedelta(seconds=3))  # one caught up
+        caught = c.get("/admin/tx/T1", headers=headers).json()
+    assert first["synced_through"] == "2026-01-01T00:00:20.000000Z"
+    assert (first["data_lag_sec"], later["data_lag_sec"]) == (100.0, 105.0)
+    assert absent["data_lag_sec"] == 105.0
+    assert caught["data_lag_sec"] == 3.0  # the group caught up 3 s ago: behind since then
 
 
 class _Span:
