@@ -70,6 +70,7 @@ from eventlog.store import (
     append_in,
     prepare,
     prepare_slim,
+    redact_raw,
     stage,
     unslim,
 )
@@ -178,6 +179,12 @@ def dlq_record(
         headers.append(("truncated_from", str(len(value)).encode()))
         value = value[:DLQ_VALUE_LIMIT]
     return value, headers
+
+
+def dlq_key(key: bytes | None) -> bytes | None:
+    """A DLQ record's key: the source record's, redacted like its value (Debezium keys a
+    record by the row's primary key, which may be a credential column: SPEC §2.5)."""
+    return None if key is None else redact_raw(key)
 
 
 def prepare_chunk(values: list[RawValue]) -> list[Appendable]:
@@ -982,10 +989,9 @@ class SyncConsumer:
                 )
             for rec, letter in rejected:
                 value, headers = dlq_record(rec.topic, rec.partition, rec.offset, letter)
+                key = dlq_key(rec.key)
                 try:
-                    sent.append(
-                        self.producer.send(topic, key=rec.key, value=value, headers=headers)
-                    )
+                    sent.append(self.producer.send(topic, key=key, value=value, headers=headers))
                 except KafkaError as exc:
                     errors.append(f"offset {rec.offset}: {exc}")
             self.producer.flush(timeout=self.config.commit_timeout_ms / 1000)

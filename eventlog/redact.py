@@ -1,19 +1,24 @@
 """Credential redaction: every key that names a credential loses its value before storage.
 
 Matching (SPEC §2.5), on the key with case folded and every character that is not a
-letter or digit removed (so ``-``, ``_``, ``.`` and spaces are ignored):
+letter or digit removed (so ``-``, ``_``, ``.`` and spaces are ignored: ``card_pan`` and
+``CARDPAN`` are judged alike), digits at its end ignored:
 
-1. the key is, or contains, one of the long names (``password``, ``apikey``, ``token``…);
-2. or it begins with a short name (``pin``, ``pan``, ``pwd``, ``cvv``, ``cvc``) or ends with
-   one other than ``pan``, digits after it ignored: separators are ignored, so
-   ``pin_code`` and ``pincode``, ``card-cvv2`` and ``cardcvv2`` must be judged alike;
-3. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
-   name, optionally followed by digits (``card_pin_hash``).
+1. the key contains one of the long names (``password``, ``apikey``, ``token``…), or
+   ``pwd``, ``cvv`` or ``cvc`` anywhere (no ordinary word contains them);
+2. or it begins with ``pin`` or ``pan``, or ends with ``pin``, or ends with ``pan`` but not
+   ``span`` or ``japan`` (``timespan``, ``japan`` are English);
+3. or ``pin``/``pan`` stands next to what makes it a card or user secret: after ``card``,
+   ``user``, ``old``, ``new``, ``payer``, ``payee``, ``customer``, ``account``, ``acct``,
+   ``holder`` or ``owner`` (``userpinhash``, ``cardpanlast4``), or before ``hash``,
+   ``code``, ``number``, ``num``, ``no``, ``block`` or ``digits`` (``pincode``);
+4. or one of its words (split on ``-``, ``_``, ``.``, spaces and camelCase) is a short
+   name, optionally followed by digits (``x_pin_y``) — separated words only add matches.
 
-A short name inside a longer word (``company``, ``spinner``, ``shipping``) or ``pan`` at
-the end of one (``span``, ``japan``) is not a match; one at an end otherwise is, even in
-an ordinary word (``panel``, ``pinned``): the rule errs towards redacting — a false
-positive hides a value, a false negative leaks one.
+A short name inside a longer word (``company``, ``spinner``, ``shipping``, ``opinion``,
+``participant``) is not a match; one at an end otherwise is, even in an ordinary word
+(``panel``, ``pinned``, ``spin``): the rule errs towards redacting — a false positive
+hides a value, a false negative leaks one.
 """
 
 from __future__ import annotations
@@ -42,9 +47,14 @@ _LONG = (
 )
 _SHORT = frozenset({"pwd", "pin", "cvv", "cvc", "pan"})
 _SHORT_TUPLE = tuple(sorted(_SHORT))
-# at the end of a key, ``pan`` is mostly English (``span``, ``timespan``, ``japan``): a card's
-# PAN there is matched as a word only (``card_pan``, ``cardPan``)
+# at the end of a key, ``pan`` is judged apart: ``span``/``japan`` endings are English
 _SHORT_SUFFIXES = tuple(sorted(_SHORT - {"pan"}))
+_ANYWHERE = re.compile(r"pwd|cvv|cvc")
+_ENGLISH_PAN = ("span", "japan")
+_COMPOSED = re.compile(
+    r"(?:card|user|old|new|payer|payee|customer|account|acct|holder|owner)(?:pin|pan)"
+    r"|(?:pin|(?<!s)(?<!ja)pan)(?:hash|code|number|num|no|block|digits)"
+)
 _WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _TRAILING_DIGITS = re.compile(r"\d+$")
@@ -55,10 +65,14 @@ _PLAIN_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 def is_credential_key(key: str) -> bool:
     """True when ``key`` names a credential (cached: column names repeat in every event)."""
     norm = _NOT_ALNUM.sub("", key.casefold())
-    if any(name in norm for name in _LONG):
+    if any(name in norm for name in _LONG) or _ANYWHERE.search(norm):
         return True
     core = _TRAILING_DIGITS.sub("", norm)
     if core.startswith(_SHORT_TUPLE) or core.endswith(_SHORT_SUFFIXES):
+        return True
+    if core.endswith("pan") and not core.endswith(_ENGLISH_PAN):
+        return True
+    if _COMPOSED.search(norm):
         return True
     return any(_TRAILING_DIGITS.sub("", w.casefold()) in _SHORT for w in _WORDS.split(key) if w)
 
@@ -165,9 +179,11 @@ def _redact_keys(value: dict[str, Any], parts: list[str | int], found: list[str]
 # (text inside a string, a repr in a reason): they are decoded before the key is judged.
 _ESCAPE = r"\\{1,2}(?:u[0-9A-Fa-f]{4}|[/bfnrt])"
 _KEY = re.compile(
-    rf"""(\\?["']?)"""  # the opening quote, if any (closed by the same)
-    rf"""((?:[A-Za-z0-9_\-]|{_ESCAPE})(?:[A-Za-z0-9_\-. ]|{_ESCAPE}){{0,99}})"""  # the key
-    r"""\1\s*[:=]\s*"""
+    # a quoted key may hold any character but its quote (``"user:password"``, ``"pass€"``)
+    rf"""(?:(["'])((?:(?!\1)[^\\\r\n]|{_ESCAPE}){{1,100}})\1"""
+    # else the opening quote, if any (escaped too: JSON text in a string), closed by the same
+    rf"""|(\\?["']?)((?:[A-Za-z0-9_\-]|{_ESCAPE})(?:[A-Za-z0-9_\-. ]|{_ESCAPE}){{0,99}})\3)"""
+    r"""\s*(?:=>|[:=])\s*"""  # JSON's ``:``, ``=`` of key=value text, Ruby's ``=>``
 )
 _ESCAPED = re.compile(r"\\{1,2}(?:u([0-9A-Fa-f]{4})|([/bfnrt]))")
 _CLOSE = {"{": "}", "[": "]"}
@@ -220,8 +236,8 @@ def _value_end(text: str, start: int) -> int:
                     return i + 1
             i += 1
         return len(text)
-    i = start
-    while i < len(text) and text[i] not in ",;&}]\r\n\t ":
+    i = start  # a bare value runs to a delimiter, spaces included (``sk_live two words``)
+    while i < len(text) and text[i] not in ",;&}]\r\n\t":
         i += 1
     return i
 
@@ -231,12 +247,11 @@ def redact_text(raw: bytes) -> bytes:
 
     Every ``key: value`` or ``key=value`` whose key names a credential has its value
     replaced, whether the value is a string (even unterminated), a nested block or a bare
-    token. Bytes that are not UTF-8 are handled as Latin-1, which round-trips every byte.
+    token. UTF-16 text (a byte-order mark, or NULs at every other byte) is matched as
+    such and re-encoded alike; other bytes that are not UTF-8 are handled as Latin-1,
+    which round-trips every byte.
     """
-    try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = raw.decode("latin-1"), "latin-1"
+    text, encoding = _decoded(raw)
     out: list[str] = []
     done = 0
     pos = 0
@@ -244,7 +259,7 @@ def redact_text(raw: bytes) -> bytes:
         match = _KEY.search(text, pos)
         if match is None:
             break
-        if not is_credential_key(_unescaped(match.group(2))):
+        if not is_credential_key(_unescaped(match.group(2) or match.group(4))):
             pos = match.end()
             continue
         end = _value_end(text, match.end())
@@ -254,4 +269,50 @@ def redact_text(raw: bytes) -> bytes:
     if not out:
         return raw
     out.append(text[done:])
-    return "".join(out).encode(encoding)
+    errors = "surrogatepass" if encoding.startswith("utf-16") else "strict"
+    return "".join(out).encode(encoding, errors)
+
+
+def _decoded(raw: bytes) -> tuple[str, str]:
+    """``raw`` as text and the codec that gives its bytes back."""
+    utf16 = _utf16(raw)  # checked first: ASCII in UTF-16 is valid UTF-8 too (with NULs)
+    if utf16 is not None:
+        even = raw[: len(raw) - len(raw) % 2]  # a truncated last byte is left out
+        try:
+            return even.decode(utf16, "surrogatepass"), utf16
+        except UnicodeDecodeError:
+            pass
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
+def _utf16(raw: bytes) -> str | None:
+    """The UTF-16 codec of bytes that look like UTF-16 text — NULs at every other byte,
+    as ASCII-range characters have (most of them; some with a byte-order mark, which
+    says the order and is kept when re-encoded) — so that its keys can be matched; else
+    None (a mark before bytes without that pattern is just a byte sequence)."""
+    mark = raw[:2]
+    sample = raw[2:514] if mark in (b"\xff\xfe", b"\xfe\xff") else raw[:512]
+    if len(sample) < 4:
+        return None
+    low, high = sample[1::2].count(0) / len(sample[1::2]), sample[0::2].count(0) / len(sample[0::2])
+    if mark == b"\xff\xfe":
+        return "utf-16" if low >= 0.3 else None
+    if mark == b"\xfe\xff":
+        return "utf-16" if high >= 0.3 else None
+    if low >= 0.8:
+        return "utf-16-le"
+    if high >= 0.8:
+        return "utf-16-be"
+    return None
+
+
+_WORDLIKE = re.compile(r"[A-Za-z0-9_\-]{3,100}")
+
+
+def mentions_credential(text: str) -> bool:
+    """Whether any word-like run of ``text`` (letters, digits, ``_``, ``-``) names a
+    credential: text that cannot be parsed is judged by its words alone."""
+    return any(is_credential_key(word) for word in _WORDLIKE.findall(text))

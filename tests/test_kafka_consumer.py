@@ -56,7 +56,9 @@ def test_consumes_events_tombstones_and_malformed_records(
         b'{"op":"c","password":"hunter2"',
     ]
     records = [(ledger, f"T{i}".encode(), v) for i, v in enumerate(good)]
-    records += [(ledger, b"bad", v) for v in bad]
+    records += [(ledger, b"bad", v) for v in bad[:-1]]
+    # Debezium keys a record by the row's primary key: a credential column, here
+    records += [(ledger, b'{"session_token": "hunter2"}', bad[-1])]
     records += [(ledger, b"T1", None)]  # tombstone
     records += [(ledger, f"T{i}".encode(), good[i]) for i in range(20)]  # redeliveries
     produce(kafka_broker.bootstrap, records)
@@ -91,6 +93,8 @@ def test_consumes_events_tombstones_and_malformed_records(
     assert {"reason", "source_topic", "source_partition", "source_offset"} <= headers.keys()
     assert headers["source_topic"] == ledger.encode()
     assert all(b"hunter2" not in r.value for r in dlq_records)
+    assert all(b"hunter2" not in (r.key or b"") for r in dlq_records)  # keys redacted too
+    assert b'{"session_token":"[REDACTED]"}' in {r.key for r in dlq_records}
     cut = [r for r in dlq_records if "truncated_from" in dict(r.headers)]
     assert len(cut) == 1  # the oversize value, truncated to fit a Kafka request
     assert int(dict(cut[0].headers)["truncated_from"]) > len(cut[0].value)

@@ -72,6 +72,16 @@ CREDENTIAL_KEYS = [
     "oldpwd",
     "pannumber",
     "card_pin_hash",
+    # judged on the key without separators and case: each as its separated spelling
+    "cardpan",
+    "CARDPAN",
+    "payerpan",
+    "cardcvvcode",
+    "userpinhash",
+    "oldpwdhash",
+    "cardpanlast4",
+    "card_pan_last4",
+    "holderPinBlock",
 ]
 SAFE_KEYS = [
     "tx_id",
@@ -93,6 +103,11 @@ SAFE_KEYS = [
     "span",
     "timespan",
     "japan",
+    "participant",
+    "japan_code",
+    "span_number",
+    "expandedNumber",
+    "company_no",
 ]
 # Ordinary words that begin or end with a short name: redacted, by choice (module docstring)
 OVER_REDACTED = ["panel", "pinned", "spin"]
@@ -106,6 +121,15 @@ def test_credential_keys_are_recognised(key: str) -> None:
 @pytest.mark.parametrize("key", SAFE_KEYS)
 def test_ordinary_columns_are_not_credentials(key: str) -> None:
     assert not is_credential_key(key)
+
+
+def test_separators_and_case_never_decide() -> None:
+    """SPEC §2.5 ("any case, -/_ ignored"): every spelling of a credential key that differs
+    only in case and separators is redacted alike."""
+    for key in CREDENTIAL_KEYS:
+        plain = "".join(ch for ch in key if ch.isalnum())
+        assert is_credential_key(plain.lower()), plain
+        assert is_credential_key(plain.upper()), plain
 
 
 @pytest.mark.parametrize("key", OVER_REDACTED)
@@ -157,6 +181,27 @@ def test_text_that_is_not_json_is_redacted_textually(text: bytes) -> None:
     out = redact_text(text)
     assert b"hunter2" not in out
     assert REDACTED.encode() in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"password" => "hunter2", "Authorization" => "Bearer hunter2"}',  # Ruby's inspect
+        b'{"password": hunter2 with spaces',  # a bare value runs to its delimiter
+        b'{"api_key" : hunter2 unquoted value, broken',
+        b'{"tx_id":"R6","user:password":"hunter2", broken',  # any character in a quoted key
+        '{"password\u20ac":"hunter2", broken'.encode(),
+        '{"password":"hunter2"}'.encode("utf-16"),  # UTF-16 with a byte-order mark
+        '{"password":"hunter2"}'.encode("utf-16-le"),  # and without: valid UTF-8 with NULs
+        '{"password":"hunter2"}'.encode("utf-16-be"),
+        '{"password":"hunter2"}'.encode("utf-16") + b"x",  # truncated mid-character
+    ],
+)
+def test_odd_text_shapes_lose_their_credentials(text: bytes) -> None:
+    out = redact_text(text)
+    for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
+        assert "hunter2".encode(encoding) not in out
+    assert any(REDACTED.encode(e) in out for e in ("utf-8", "utf-16-le", "utf-16-be"))
 
 
 def test_text_without_credentials_is_unchanged() -> None:
