@@ -6,13 +6,15 @@ table ``pair_legs``) and recomputes the pair row of each ``related_id`` a batch 
 
 Times (SPEC §4.4: ``first_seen_at`` the commit time of the first leg's event,
 ``completed_at`` that of the event that completed the pair), independent of arrival
-order: each leg remembers ``candidate_since`` — per ``related_id``, the earliest commit
-time of its events (winning or not) whose row made it a candidate leg of that order. A
-minimum is the same in any arrival order. ``first_seen_at`` is the earliest of them over
-the pair's candidate legs; ``completed_at`` (only when COMPLETE) the later of its two
-legs' — the first moment both were legs of the pair. (A leg that stopped being a
-candidate and became one again counts from its first time; an event without a commit
-time counts for nothing.)
+order: each leg remembers ``candidate_since`` — per side and ``related_id``
+(``PAYMENT:O1``), the earliest commit time of its events (winning or not) whose row made
+it a candidate leg on that side of that order. A minimum is the same in any arrival
+order. ``first_seen_at`` is the earliest of them over the pair's candidate legs (either
+side); ``completed_at`` (only when COMPLETE) the later of its two legs' times on the side
+each is on now — the first moment both were the pair's legs as they are — or the later
+delete of a leg that was a candidate of the order when deleted (a conflict resolved).
+(A leg that stopped being a candidate and became one again counts from its first time;
+an event without a commit time counts for nothing.)
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ PAIR_LEGS = TableDef(
         ("position", "bigint"),
         ("data_lsn", "bigint"),  # where the data came from (see projections.lww)
         ("data_position", "bigint"),
-        ("candidate_since", "text"),  # JSON: related_id → earliest commit time as its leg
+        ("candidate_since", "text"),  # JSON: "SIDE:related_id" → earliest time as its leg
     ),
     indexes=(("related", ("related_id",)),),
     public=False,
@@ -154,26 +156,33 @@ def candidate_for(row: Mapping[str, Any]) -> str | None:
     return None
 
 
-def since_with(since: str | None, related_id: str, ts: str | None) -> str | None:
-    """``candidate_since`` with ``ts`` for ``related_id`` when it is earlier (canonical
-    JSON: keys sorted, so equal maps are equal text)."""
+def side_key(side: str, related_id: str) -> str:
+    """The ``candidate_since`` key of a leg on ``side`` (PAYMENT/RECEIVE) of ``related_id``."""
+    return f"{side}:{related_id}"
+
+
+def since_with(since: str | None, key: str, ts: str | None) -> str | None:
+    """``candidate_since`` with ``ts`` for ``key`` (:func:`side_key`) when it is earlier
+    (canonical JSON: keys sorted, so equal maps are equal text)."""
     if ts is None:
         return since
     found: dict[str, str] = orjson.loads(since) if since else {}
-    known = found.get(related_id)
+    known = found.get(key)
     if known is not None and known <= ts:
         return since
-    found[related_id] = ts
+    found[key] = ts
     return orjson.dumps(found, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def since_of(leg: Row, related_id: str) -> str | None:
-    """The earliest commit time at which ``leg`` was a candidate leg of ``related_id``."""
+def since_of(leg: Row, related_id: str, side: str | None = None) -> str | None:
+    """The earliest commit time at which ``leg`` was a candidate leg on ``side`` of
+    ``related_id`` (``None``: on either side)."""
     since = leg["candidate_since"]
     if not since:
         return None
-    found: str | None = orjson.loads(since).get(related_id)
-    return found
+    found: dict[str, str] = orjson.loads(since)
+    sides = LEG_TYPES if side is None else (side,)
+    return min((t for t in (found.get(side_key(x, related_id)) for x in sides) if t), default=None)
 
 
 def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
@@ -184,10 +193,15 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     payments: list[Row] = []
     receives: list[Row] = []
     first: str | None = None
-    departed: str | None = None  # the last delete of a leg that had been a candidate
+    departed: str | None = None  # the last delete of a leg that was a candidate then
     for leg in legs:
         if not is_candidate(leg):
-            if leg["deleted"] and since_of(leg, related_id) is not None:
+            side = leg["type"]
+            if (
+                leg["deleted"]
+                and candidate_for(leg) == related_id  # its row at the delete: a leg of it
+                and since_of(leg, related_id, side) is not None
+            ):
                 departed = _later(departed, leg["deleted_at"])
             continue
         (payments if leg["type"] == "PAYMENT" else receives).append(leg)
@@ -201,7 +215,8 @@ def pair_row(related_id: str, legs: Iterable[Row]) -> Row | None:
     if pay is not None and rec is not None:
         status = COMPLETE
         # completed by the later leg joining, or by the delete of a leg that conflicted
-        completed = _later(_later(since_of(pay, related_id), since_of(rec, related_id)), departed)
+        joined = _later(since_of(pay, related_id, "PAYMENT"), since_of(rec, related_id, "RECEIVE"))
+        completed = _later(joined, departed)
     elif len(payments) > 1 or len(receives) > 1:
         status = CONFLICT
     else:
@@ -226,8 +241,9 @@ class PairsV1(Projection):
     version = 1
     # 3 (2026-11-30): the pair's times from candidate_since (was: any leg event);
     # 4 (2026-11-30): completed_at counts the delete of a conflicting leg;
-    # 5 (2026-11-30): legs carry their data's own order key (data_lsn/data_position)
-    revision = 5
+    # 5 (2026-11-30): legs carry their data's own order key (data_lsn/data_position);
+    # 6 (2026-11-30): candidacy per side; only the delete of a current leg completes
+    revision = 6
     tables = (PAIRS, PAIR_LEGS)
     sources = frozenset({SOURCE})
     lookups = ((PAIR_LEGS.name, "related_id"),)
@@ -306,15 +322,22 @@ FROM (
            min(wallet_id COLLATE "C") FILTER (WHERE cand AND type = 'RECEIVE') AS rec_wallet,
            min(since COLLATE "C") FILTER (WHERE cand AND type = 'PAYMENT') AS pay_first,
            min(since COLLATE "C") FILTER (WHERE cand AND type = 'RECEIVE') AS rec_first,
-           min(since COLLATE "C") FILTER (WHERE cand) AS first_seen,
-           max(deleted_at COLLATE "C") FILTER (WHERE deleted AND since IS NOT NULL) AS departed
+           min(either COLLATE "C") FILTER (WHERE cand) AS first_seen,
+           max(deleted_at COLLATE "C") FILTER (WHERE deleted AND leg AND since IS NOT NULL)
+               AS departed
     FROM (
-        SELECT *,
-               CAST(candidate_since AS jsonb) ->> related_id AS since,
-               deleted IS NOT TRUE
-                   AND (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
-                   AND type IN ('PAYMENT', 'RECEIVE') AS cand
-        FROM {source}
+        SELECT *, deleted IS NOT TRUE AND leg AS cand
+        FROM (
+            SELECT *,
+                   CAST(candidate_since AS jsonb) ->> (type || ':' || related_id) AS since,
+                   LEAST((CAST(candidate_since AS jsonb) ->> ('PAYMENT:' || related_id))
+                             COLLATE "C",
+                         (CAST(candidate_since AS jsonb) ->> ('RECEIVE:' || related_id))
+                             COLLATE "C") AS either,
+                   (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
+                       AND type IN ('PAYMENT', 'RECEIVE') AS leg
+            FROM {source}
+        ) AS k
     ) AS l
     WHERE related_id <> ''
       AND ({where})
@@ -333,8 +356,11 @@ def fold_legs(legs: dict[str, Row | None], events: Sequence[LoggedEvent]) -> set
             continue
         key = change.key
         current = legs.get(key)
-        # the order this event's own row made the leg a candidate of, at its commit time
+        # the order (and side) this event's own row made the leg a candidate of, at its
+        # commit time
         related = None if change.op == "d" else candidate_for(change.row)
+        if related is not None:
+            related = side_key(str(change.row["type"]), related)
         if current is None:  # merge() with nothing to beat: the change's own leg
             new = build_leg(event, None, *effective_version(event, None))
             if related is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, text
 
 from eventlog.db import make_engine, write_tx
 from projections import registry
-from projections.pairs import PAIR_LEGS, PAIRS, pair_row
+from projections.pairs import PAIR_LEGS, PAIRS, pair_row, side_key
 from projections.store import create_tables, tables_for
 from projections.tables import Row, qualified
 
@@ -35,9 +35,16 @@ legs_strategy = st.lists(
             "related_type": st.sampled_from([None, "PAYMENT_ORDER", "REFUND"]),
             "deleted": st.booleans(),
             "deleted_at": st.sampled_from(TIMES),  # kept only on a deleted leg
-            # per related_id, the earliest time as its leg (other orders' entries included)
+            # per side and related_id, the earliest time as its leg (other orders' and the
+            # other side's entries included)
             "candidate_since": st.dictionaries(
-                st.sampled_from(["O1", "O2", "O3", "o1"]), st.sampled_from(TIMES[1:]), max_size=3
+                st.builds(
+                    side_key,
+                    st.sampled_from(["PAYMENT", "RECEIVE"]),
+                    st.sampled_from(["O1", "O2", "O3", "o1"]),
+                ),
+                st.sampled_from(TIMES[1:]),
+                max_size=4,
             ).map(lambda d: orjson.dumps(d, option=orjson.OPT_SORT_KEYS).decode() if d else None),
         }
     ),

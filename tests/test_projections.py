@@ -381,7 +381,7 @@ def test_pair_row_helper_ignores_deleted_legs() -> None:
             "deleted": True,
             "deleted_at": "2026-01-02T00:00:00.000000Z",
             "wallet_id": "W",
-            "candidate_since": '{"O":"2026-01-01T00:00:00.000000Z"}',
+            "candidate_since": '{"PAYMENT:O":"2026-01-01T00:00:00.000000Z"}',
         },
     ]
     assert pair_row("O", legs) is None

@@ -106,7 +106,7 @@ def _row(columns: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
         "updated_at": _TS,
         "settled_at": _TS,
         "failed_at": _TS,
-        "candidate_since": st.none() | st.just('{"O1":"2026-01-01T00:00:00.000000Z"}'),
+        "candidate_since": st.none() | st.just('{"PAYMENT:O1":"2026-01-01T00:00:00.000000Z"}'),
         "version": _VERSION,
         "deleted": st.booleans(),
         "deleted_at": _TS,

@@ -243,6 +243,25 @@ SCENARIOS: dict[str, list[Any]] = {
         env(L, "c", PAY, ts=1, lsn=10),
         env(L, "c", leg("T3", "PAYMENT", "O1", wallet="W3", version=1), ts=2, lsn=11),
     ],
+    # T2 is a second PAYMENT of O1 (a CONFLICT from 00:00:02) until its update to RECEIVE at
+    # 00:00:05 completes the pair: completed_at = 00:00:05 — T2's time on the side it is
+    # on now, not its first time as a leg of O1 (first_seen_at stays T1's 00:00:01).
+    # Delivered out of order.
+    "leg_switches_side": [
+        env(L, "u", leg("T2", "RECEIVE", "O1", wallet="W2", version=2), ts=5, lsn=14),
+        env(L, "c", PAY, ts=1, lsn=10),
+        env(L, "c", leg("T2", "PAYMENT", "O1", wallet="W2", version=1), ts=2, lsn=11),
+    ],
+    # T3 stopped being a leg of O1 at 00:00:02 (type FEE); O1 is COMPLETE at 00:00:04 when
+    # T2 joins; deleting the FEE entry T3 at 00:00:09 changes nothing: completed_at stays
+    # 00:00:04 (only the delete of a leg that is one when deleted resolves a conflict)
+    "delete_of_a_former_leg": [
+        env(L, "d", {"tx_id": "T3"}, ts=9, lsn=19),
+        env(L, "c", leg("T3", "PAYMENT", "O1", wallet="W3", version=1), ts=1, lsn=10),
+        env(L, "u", leg("T3", "FEE", "O1", wallet="W3", version=2), ts=2, lsn=11),
+        env(L, "c", leg("T1", "PAYMENT", "O1", version=1), ts=3, lsn=12),
+        env(L, "c", leg("T2", "RECEIVE", "O1", wallet="W2", version=1), ts=4, lsn=13),
+    ],
     # two changes of equal version before a key-only delete, the later one (lsn 11, status
     # SETTLED) arriving after the delete: the deleted row keeps SETTLED — commit order's
     # data — because it competes with the data (lsn 10), not with the delete (lsn 12)
