@@ -282,8 +282,9 @@ class Verifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("token expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise AuthError("token not yet valid (nbf)") from exc
+        except jwt.ImmatureSignatureError as exc:  # nbf, or iat, in the future
+            claim = "iat" if "(iat)" in str(exc) else "nbf"
+            raise AuthError(f"token not yet valid ({claim})") from exc
         except jwt.InvalidAudienceError as exc:
             raise AuthError("token audience not accepted") from exc
         except jwt.InvalidIssuerError as exc:

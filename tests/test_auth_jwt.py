@@ -366,6 +366,9 @@ def test_leeway_is_30_seconds(oidc: Oidc) -> None:
         verifier.verify(starts)  # nbf 29 s ahead: within leeway
     with freeze_time(t0 - timedelta(seconds=31)), pytest.raises(AuthError, match="nbf"):
         verifier.verify(starts)
+    issued_later = oidc.key.sign(claims(iat=stamp + 3600, nbf=stamp - 600, exp=stamp + 7200))
+    with freeze_time(t0), pytest.raises(AuthError, match=r"not yet valid \(iat\)"):
+        verifier.verify(issued_later)  # a valid nbf: the reason names the claim at fault
 
 
 def test_dev_mode_tokens(sqlite_url: str, engine_factory: Any, tmp_path: Path) -> None:
