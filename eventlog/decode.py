@@ -24,7 +24,15 @@ from typing import Any
 import orjson
 
 from eventlog.errors import DecodeError
-from eventlog.redact import MAX_DEPTH, REDACTED, path_of, redact_at, redact_text, scan_tree
+from eventlog.redact import (
+    MAX_DEPTH,
+    REDACTED,
+    mentions_credential,
+    path_of,
+    redact_at,
+    redact_text,
+    scan_tree,
+)
 
 MAX_EVENT_BYTES = 1024 * 1024
 OPS = frozenset({"c", "u", "d", "r"})
@@ -275,12 +283,15 @@ def _redacted_text(text: str, where: list[str | int], found: list[str]) -> str |
     try:
         inner = _JSON.decode(stripped)  # exact numbers, as load_json
     except (ValueError, RecursionError):
+        # Text that starts like JSON but does not parse: its syntax is anyone's (Ruby's
+        # ``=>``, YAML, a truncated dump), so a textual redaction may miss part of a
+        # secret — and this value goes to the immutable log. Any sign of a credential (a
+        # key the textual redaction found, or a word that names one) removes it whole.
         raw = text.encode("utf-8", "surrogatepass")
-        redacted = redact_text(raw)
-        if redacted == raw:
+        if redact_text(raw) == raw and not mentions_credential(text):
             return None
         found.append(path_of(where))
-        return redacted.decode("utf-8", "surrogatepass")
+        return REDACTED
     if isinstance(inner, str):  # JSON text encoded twice (a json column holding a string)
         if inner.lstrip(_BLANK)[:1] not in _TEXT_START:
             return None
@@ -386,6 +397,8 @@ def to_change(parsed: Parsed) -> Change:
     """Validate the envelope and decode the row the change carries."""
     env = parsed.envelope
     op = env.get("op")
+    if op is None and (other := _not_a_change(env)) is not None:
+        raise DecodeError(f"not a change event: {other}")
     if op == "t":
         raise DecodeError("truncate event (op t) is not supported")
     if not isinstance(op, str) or op not in OPS:
@@ -423,6 +436,22 @@ def to_change(parsed: Parsed) -> Change:
     )
 
 
+_TX_METADATA_KEYS = frozenset({"status", "id", "ts_ms", "event_count", "data_collections"})
+
+
+def _not_a_change(env: dict[str, Any]) -> str | None:
+    """What a record with no ``op`` is when Debezium writes it beside change events (a
+    transaction boundary, ``provide.transaction.metadata``; a heartbeat,
+    ``heartbeat.interval.ms``), so its dead letter says so; ``None`` if neither."""
+    if "op" in env:
+        return None
+    if {"status", "id"} <= env.keys() <= _TX_METADATA_KEYS and env["status"] in ("BEGIN", "END"):
+        return f"Debezium transaction metadata ({env['status']})"
+    if env.keys() == {"ts_ms"}:
+        return "heartbeat"
+    return None
+
+
 def _text_or_none(value: Any) -> str | None:
     """Source metadata as text; booleans as JSON spells them (``snapshot: true``)."""
     if value is None:
@@ -445,14 +474,31 @@ def _source_ts(source: dict[str, Any]) -> str | None:
     ts = source.get("ts_ms")
     if ts is None:
         return None
-    if isinstance(ts, str) and ts.strip().isdigit():
-        ts = int(ts.strip())
+    if isinstance(ts, str) and ts.strip().isdecimal():  # isdecimal: what int() reads ("²" not)
+        ts = _int64_text(ts.strip())
+        if ts is None:
+            raise DecodeError("undecodable timestamp source.ts_ms: out of range")
     if isinstance(ts, bool) or not isinstance(ts, int | Decimal):
         raise DecodeError(f"undecodable timestamp source.ts_ms: {_short(ts)}")
     return _epoch(ts, 1000, "source.ts_ms")
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what a stored (bigint) integer column holds
+_INT64_DIGITS = len(str(INT64_MAX))
+
+
+def _int64_text(text: str) -> int | None:
+    """Decimal digits, ``-`` first or not, as an integer; ``None`` when there are more
+    significant digits than 64 bits hold. Not int() alone: it refuses text past 4,300
+    digits (leading zeros count) with a ValueError, and reads a long one in quadratic time."""
+    negative = text.startswith("-")
+    digits = text[negative:].lstrip("0")
+    if len(digits) > _INT64_DIGITS:
+        return None
+    number = int(digits or "0")
+    return -number if negative else number
+
+
 _PG_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
 
@@ -467,7 +513,9 @@ def _lsn(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         lsn = value
     elif isinstance(value, str) and value.isascii() and value.isdigit():
-        lsn = int(value)
+        lsn = _int64_text(value)
+        if lsn is None:
+            raise DecodeError("undecodable source.lsn: out of the 64-bit integer range")
     elif isinstance(value, str) and _PG_LSN.fullmatch(value):
         hi, _, lo = value.partition("/")
         lsn = (int(hi, 16) << 32) | int(lo, 16)
@@ -617,14 +665,18 @@ def decode_text(column: str, value: Any, _schema: dict[str, Any]) -> str:
     raise DecodeError(f"undecodable {column}: expected a string, got {type(value).__name__}")
 
 
+_INTEGER_TEXT = re.compile(r"-?\d+")  # \d: the decimal digits int() reads ("²" is not one)
+
+
 def decode_integer(column: str, value: Any, _schema: dict[str, Any]) -> int:
+    number: int | None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value.strip())
+    elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(text := value.strip()):
+        number = _int64_text(text)
     else:
         raise DecodeError(f"undecodable {column}: {_short(value)}")
-    if not INT64_MIN <= number <= INT64_MAX:
+    if number is None or not INT64_MIN <= number <= INT64_MAX:
         raise DecodeError(f"undecodable {column}: out of the 64-bit integer range")
     return number
 
@@ -634,19 +686,27 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0
 
 
 def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
-    """Decimal as canonical text that keeps the source scale (``"100.50"``)."""
-    name = schema.get("name")
+    """Decimal as canonical text that keeps the source scale (``"100.50"``).
+
+    Without a schema, an object of exactly ``scale`` (an integer) and ``value`` (base64
+    text) is Debezium's ``VariableScaleDecimal`` (``decimal.handling.mode=precise`` on a
+    numeric column without a fixed scale), as it is with its schema."""
+    name = _schema_name(schema)
     if name is None and type(value) is str and _is_plain_decimal(value):
         return value  # already canonical: the common case of decimal.handling.mode=string
     try:
         if name == "org.apache.kafka.connect.data.Decimal":
-            scale = int((schema.get("parameters") or {}).get("scale", 0))
+            scale = _connect_scale(column, schema)
             if isinstance(value, int | Decimal) and not isinstance(value, bool):
-                number = _at_scale(Decimal(value), scale)  # JsonConverter decimal.format=NUMERIC
+                # JsonConverter decimal.format=NUMERIC
+                number = _at_scale(Decimal(value), scale, column)
             else:
-                number = _from_connect_bytes(value, scale)
+                number = _from_connect_bytes(column, value, scale)
         elif name == "io.debezium.data.VariableScaleDecimal" and isinstance(value, dict):
-            number = _from_connect_bytes(value.get("value"), int(value.get("scale", 0)))
+            scale = int(value.get("scale", 0))
+            number = _from_connect_bytes(column, value.get("value"), scale)
+        elif name is None and _is_variable_scale(value):
+            number = _from_connect_bytes(column, value["value"], value["scale"])
         elif isinstance(value, bool):
             raise ValueError("boolean")
         elif isinstance(value, int | Decimal):
@@ -660,6 +720,50 @@ def decode_decimal(column: str, value: Any, schema: dict[str, Any]) -> str:
     return format_decimal(number, column)
 
 
+def _schema_name(schema: dict[str, Any]) -> str | None:
+    """A field schema's ``name``; one that is not text is just a name no decoder knows
+    (JsonConverter only writes text: anything else is as foreign as an unknown name)."""
+    name = schema.get("name")
+    return name if name is None or isinstance(name, str) else _short(name)
+
+
+_SCALE_TEXT = re.compile(r"-?[0-9]{1,18}")
+
+
+def _connect_scale(column: str, schema: dict[str, Any]) -> int:
+    """``parameters.scale`` of a Connect Decimal field schema (JsonConverter writes it as
+    text, ``{"scale": "2"}``); absent → 0."""
+    parameters = schema.get("parameters")
+    if parameters is None:
+        return 0
+    if not isinstance(parameters, dict):
+        raise DecodeError(
+            f"undecodable {column}: schema parameters {_short(parameters)} are not an object"
+        )
+    scale = parameters.get("scale", 0)
+    if isinstance(scale, int) and not isinstance(scale, bool):
+        return scale
+    if isinstance(scale, str) and _SCALE_TEXT.fullmatch(scale.strip()):
+        return int(scale)
+    raise DecodeError(f"undecodable {column}: schema parameter scale {_short(scale)}")
+
+
+def _is_variable_scale(value: Any) -> bool:
+    """The shape of a schemaless ``VariableScaleDecimal``: ``{"scale": 2, "value": "J0I="}``.
+    Strict (no bool or text scale, no other key): without a schema the shape is all there
+    is to tell it from an object that merely happens to have such keys."""
+    return (
+        type(value) is dict
+        and value.keys() == {"scale", "value"}
+        and type(value["scale"]) is int
+        and type(value["value"]) is str
+    )
+
+
+def _too_many_digits(column: str) -> DecodeError:
+    return DecodeError(f"undecodable {column}: more than {_MAX_DECIMAL_DIGITS} digits")
+
+
 def format_decimal(number: Decimal, column: str = "decimal") -> str:
     if not number.is_finite():
         raise DecodeError(f"undecodable {column}: not a finite number")
@@ -668,12 +772,12 @@ def format_decimal(number: Decimal, column: str = "decimal") -> str:
     # the digits its plain text spells out: 1.5 → 2, 0.001 → 3, 1E+3 → 4
     width = max(len(digits), -exponent) if exponent < 0 else len(digits) + exponent
     if width > _MAX_DECIMAL_DIGITS:
-        raise DecodeError(f"undecodable {column}: more than {_MAX_DECIMAL_DIGITS} digits")
+        raise _too_many_digits(column)
     text = format(number, "f")
     return text[1:] if sign and not any(digits) else text  # no negative zero
 
 
-def _at_scale(number: Decimal, scale: int) -> Decimal:
+def _at_scale(number: Decimal, scale: int, column: str) -> Decimal:
     """``number`` written with at least ``scale`` decimals (``100.5`` at scale 2 →
     ``100.50``), exactly: trailing zeros are added, never digits rounded away."""
     if not number.is_finite():
@@ -683,16 +787,28 @@ def _at_scale(number: Decimal, scale: int) -> Decimal:
     missing = exponent + scale
     if missing <= 0:
         return number
+    if len(digits) + missing > _MAX_DECIMAL_DIGITS:  # before building them: a scale or an
+        raise _too_many_digits(column)  # exponent of 10^9 would be a billion zeros
     return Decimal((sign, (*digits, *(0,) * missing), -scale))
 
 
-def _from_connect_bytes(value: Any, scale: int) -> Decimal:
+# the widest unscaled integer of a decimal of at most 64 digits: 213 bits (27 bytes with
+# the sign bit, as Connect writes it); a wider one has more digits at any scale
+_MAX_UNSCALED_BITS = (10**_MAX_DECIMAL_DIGITS - 1).bit_length()
+
+
+def _from_connect_bytes(column: str, value: Any, scale: int) -> Decimal:
+    """Connect's decimal bytes (base64, big-endian two's complement) at ``scale``."""
     if not isinstance(value, str):
         raise ValueError("expected base64 text")
     data = base64.b64decode(value, validate=True)
     if not data:
         raise ValueError("empty")
-    unscaled = int.from_bytes(data, "big", signed=True)
+    unscaled = int.from_bytes(data, "big", signed=True)  # linear in the length
+    if unscaled.bit_length() > _MAX_UNSCALED_BITS:
+        # refused before Decimal(unscaled): that conversion is quadratic in the length
+        # (seconds for an amount near the 1 MiB limit, a stalled partition)
+        raise _too_many_digits(column)
     # built from its digits: exact (scaleb would round to the context's 28 digits)
     sign, digits, _exponent = Decimal(unscaled).as_tuple()
     return Decimal((sign, digits, -scale))
@@ -713,12 +829,12 @@ def decode_timestamp(column: str, value: Any, schema: dict[str, Any]) -> str:
         return _iso(column, value)
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise DecodeError(f"undecodable timestamp {column}: {_short(value)}")
-    name = schema.get("name")
+    name = _schema_name(schema)
     if name in _DAY_UNITS:
         return _epoch(value, 1, column, days=True)
     if name is None:  # no schema, or a plain int64 field: epoch microseconds (SPEC §2.3)
         return _epoch(value, 1_000_000, column)
-    unit = _INT_UNITS.get(str(name))
+    unit = _INT_UNITS.get(name)
     if unit is None:  # a time of day, say: reading it as an epoch would invent a date
         raise DecodeError(f"undecodable timestamp {column}: integer of schema {_short(name)}")
     return _epoch(value, unit, column)
@@ -757,7 +873,14 @@ def _trim_fraction(text: str) -> str:
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
+_EPOCH_MAX_DIGITS = 30  # far past year 9999 in any unit; checked before int() spells it out
+
+
 def _epoch(value: int | Decimal, per_second: int, column: str, *, days: bool = False) -> str:
+    if isinstance(value, Decimal) and (
+        not value.is_finite() or (value and value.adjusted() >= _EPOCH_MAX_DIGITS)
+    ):  # 1e1000000 would be a million-digit int (seconds of CPU, or all the memory)
+        raise DecodeError(f"undecodable timestamp {column}: out of range")
     if isinstance(value, Decimal) and value != value.to_integral_value():
         raise DecodeError(f"undecodable timestamp {column}: {_short(value)}")
     number = int(value)

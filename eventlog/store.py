@@ -209,13 +209,15 @@ def prepare(raw: bytes | None, source: SourceRef = SourceRef()) -> Outcome:
         if parsed is None:
             return Tombstone(source)
         change = change_of(parsed)
-        payload = dump_json(parsed.document) if parsed.rewritten else raw
-        identity = event_id(parsed, change)
+        try:
+            payload = dump_json(parsed.document) if parsed.rewritten else raw
+            identity = event_id(parsed, change)
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate escape in a string
+            # caught here only: JSONEncodeError *is* TypeError, so a handler around the whole
+            # decode would report any TypeError bug as "not JSON"
+            raise DecodeError(f"not JSON: cannot be re-encoded ({str(exc)[:120]})") from exc
     except DecodeError as exc:
         return Rejected(reason=redact_reason(str(exc)), raw=redact_raw(raw), source=source)
-    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate escape in a string
-        reason = f"not JSON: cannot be re-encoded ({str(exc)[:120]})"
-        return Rejected(reason=reason, raw=redact_raw(raw), source=source)
     except RecursionError:
         return Rejected(reason="not JSON: nested too deeply", raw=redact_raw(raw), source=source)
     except Exception as exc:  # a bug must not stop ingest: dead-letter the input, say so

@@ -416,6 +416,25 @@ def test_credentials_inside_json_text_are_redacted(meta: Any, paths: list[str]) 
     assert b"SEC" not in rejected.raw
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        '{"password" => "SEC-1", "Authorization" => "Bearer SEC-2"}',  # Ruby's Hash#inspect
+        '{"password": SEC with spaces',
+        "{password -> SEC}",  # no syntax the textual redaction knows: the word decides
+        "[token SEC]",
+    ],
+)
+def test_unparseable_json_text_that_names_a_credential_is_removed_whole(meta: str) -> None:
+    """Text in a column that starts like JSON but does not parse goes to the immutable log:
+    any sign of a credential in it removes the whole value (its syntax is anyone's)."""
+    outcome = prepare(_with_meta(meta))
+    assert isinstance(outcome, Prepared)
+    assert b"SEC" not in outcome.payload
+    assert orjson.loads(outcome.payload)["after"]["meta"] == REDACTED
+    assert outcome.redacted_paths == ["after.meta"]
+
+
 @pytest.mark.parametrize("meta", ["{not json", '{"a": 1}', "[1, 2]", '[{"b": 2.50}]'])
 def test_json_text_without_credentials_is_stored_as_received(meta: str) -> None:
     raw = _with_meta(meta)
