@@ -27,6 +27,7 @@ from eventlog.errors import DecodeError
 from eventlog.redact import (
     MAX_DEPTH,
     REDACTED,
+    is_credential_key,
     mentions_credential,
     path_of,
     redact_at,
@@ -349,10 +350,51 @@ def _parse_doc(doc: Any) -> Parsed | None:
         return None
     parsed = Parsed(envelope=envelope, document=doc, field_schemas=schemas)
     _changed, floats = scan_tree(envelope, parsed.redacted_paths)
+    if envelope is not doc:
+        _redact_wrapper(doc, parsed.redacted_paths)
     parsed.rewritten = bool(parsed.redacted_paths)
     # a float anywhere in the envelope, or (only if re-serialised) in the rest of the document
     parsed.inexact = floats or (parsed.rewritten and envelope is not doc and _has_float(doc, 0))
     return parsed
+
+
+def _redact_wrapper(doc: dict[str, Any], found: list[str]) -> None:
+    """The rest of a schema-wrapped document: keys beside ``schema`` and ``payload``
+    (redacted like the envelope's), and the ``default`` of a credential column's field
+    schema (Debezium writes the column's default value there): the stored bytes are the
+    whole document."""
+    for key, value in doc.items():
+        if key in ("schema", "payload"):
+            continue
+        if is_credential_key(key):
+            found.append(path_of([key]))
+            doc[key] = REDACTED
+        else:
+            redact_at(value, [key], found)
+    redact_schema_defaults(doc, found)
+
+
+def redact_schema_defaults(doc: Any, found: list[str]) -> bool:
+    """Redact the ``default`` of every credential column in a JsonConverter document's
+    ``schema`` (in place); True if one changed."""
+    before = len(found)
+    if isinstance(doc, dict):
+        _redact_defaults(doc.get("schema"), ["schema"], found)
+    return len(found) > before
+
+
+def _redact_defaults(schema: Any, parts: list[str | int], found: list[str]) -> None:
+    if len(parts) > MAX_DEPTH or not isinstance(schema, dict):
+        return
+    name = schema.get("field")
+    here = [*parts, name] if isinstance(name, str) else parts
+    if isinstance(name, str) and is_credential_key(name) and schema.get("default") is not None:
+        found.append(path_of([*here, "default"]))
+        schema["default"] = REDACTED
+    for child in ("fields", "keySchema", "valueSchema", "items"):
+        nested = schema.get(child)
+        for item in nested if isinstance(nested, list) else [nested]:
+            _redact_defaults(item, here, found)
 
 
 def _json_type(value: Any) -> str:

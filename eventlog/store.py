@@ -42,6 +42,7 @@ from eventlog.decode import (
     load_json,
     parse,
     redact_json_text,
+    redact_schema_defaults,
 )
 from eventlog.errors import DecodeError
 from eventlog.identity import GENESIS, chain_hash, dump_json, event_id
@@ -246,7 +247,10 @@ def redact_raw(raw: bytes) -> bytes:
         doc = load_json(raw)
         found: list[str] = []
         if isinstance(doc, dict | list) and (
-            redact_tree(doc, "", found) | redact_json_text(doc, found) or has_duplicate_keys(raw)
+            redact_tree(doc, "", found)
+            | redact_json_text(doc, found)
+            | redact_schema_defaults(doc, found)
+            or has_duplicate_keys(raw)
         ):
             return dump_json(doc)  # redacted, or without the copies a duplicate key hid
     except (DecodeError, orjson.JSONEncodeError, RecursionError):

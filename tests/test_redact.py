@@ -465,3 +465,37 @@ def test_a_dead_letters_reason_quotes_no_credential() -> None:
     assert "hunter2" not in rejected.reason
     assert REDACTED in rejected.reason
     assert b"hunter2" not in rejected.raw
+
+
+def test_the_rest_of_a_schema_wrapped_document_loses_its_credentials() -> None:
+    """JsonConverter documents are stored whole: a credential column's schema ``default``
+    and keys beside ``schema``/``payload`` are redacted too (log and dead letters)."""
+    schema = {
+        "type": "struct",
+        "fields": [
+            {
+                "type": "struct",
+                "field": "after",
+                "fields": [
+                    {"type": "string", "field": "api_token", "default": "SEC-default"},
+                    {"type": "string", "field": "memo", "default": "kept"},
+                ],
+            }
+        ],
+    }
+    payload = envelope(after=ledger_row(api_token="SEC-value"))
+    doc = {"schema": schema, "payload": payload, "password": "SEC-sibling", "x": {"pin": 1}}
+    outcome = prepare(orjson.dumps(doc))
+    assert isinstance(outcome, Prepared)
+    assert b"SEC" not in outcome.payload
+    assert b'"default":"kept"' in outcome.payload
+    assert sorted(outcome.redacted_paths) == [
+        "after.api_token",
+        "password",
+        "schema.after.api_token.default",
+        "x.pin",
+    ]
+    payload["source"]["table"] = "nope"  # the same document as a dead letter
+    rejected = prepare(orjson.dumps(doc))
+    assert isinstance(rejected, Rejected)
+    assert b"SEC" not in rejected.raw
