@@ -25,6 +25,7 @@ from api.audit import AuditEntry, AuditUnavailable, AuditWriter
 from api.auth import Principal
 from api.problems import PROBLEM_JSON, REALM, ProblemError, problem_body
 from eventlog.metrics import AUDIT_WRITE_FAILURES, HTTP_DURATION
+from eventlog.redact import redact_text
 from eventlog.timeutil import format_ts
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -234,7 +235,7 @@ class AuditMiddleware:
             actor=context.actor,
             roles=list(context.roles),
             method=str(scope["method"]),
-            path=str(scope["path"]),
+            path=_audited_path(scope),
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
@@ -244,6 +245,16 @@ class AuditMiddleware:
             user_agent=_header(scope, b"user-agent"),
             request_id=str(scope.get("bo.request_id") or uuid.uuid4().hex),
         )
+
+
+def _audited_path(scope: Scope) -> str:
+    """The request's path and, when it has one, its query string as sent (an auditor must
+    be able to tell which page, point in time or filter a read was), any credential in it
+    redacted (``?access_token=…``)."""
+    query = scope.get("query_string") or b""
+    if not query:
+        return str(scope["path"])
+    return f"{scope['path']}?{redact_text(bytes(query)).decode('latin-1')}"
 
 
 def _start(status: int, media_type: str) -> dict[str, Any]:

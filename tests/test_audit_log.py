@@ -375,3 +375,19 @@ def test_logs_are_json_lines_with_request_id_and_no_token(sqlite_env: ApiEnv) ->
     assert mine
     assert all(token not in line and "Bearer" not in line for line in lines)
     assert _records(env)[0]["request_id"] == "req-123"
+
+
+def test_the_query_string_is_audited_with_credentials_redacted(sqlite_env: ApiEnv) -> None:
+    """Which page, point in time or filter a read was is part of what was read: the
+    record's path carries the query string as sent — but never a credential in it."""
+    env = sqlite_env
+    with client(env.app()) as c:
+        c.get("/admin/tx/T1?as_of_position=1", headers=env.headers(READ))
+        c.get("/admin/tx/T1?access_token=SECRET-1&as_of_position=2", headers=env.headers(READ))
+        c.get("/admin/tx/T1", headers=env.headers(READ))
+    paths = [r["path"] for r in _records(env)]
+    assert paths[0] == "/admin/tx/T1?as_of_position=1"
+    assert "SECRET" not in paths[1]
+    assert paths[1].endswith("&as_of_position=2")
+    assert paths[2] == "/admin/tx/T1"
+    assert verify_audit(env.engine).records == 3
