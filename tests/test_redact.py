@@ -204,6 +204,14 @@ def test_odd_text_shapes_lose_their_credentials(text: bytes) -> None:
     assert any(REDACTED.encode(e) in out for e in ("utf-8", "utf-16-le", "utf-16-be"))
 
 
+def test_a_key_of_any_length_is_judged_whole() -> None:
+    """A bare key is the whole run of key characters before its separator, however long
+    (it was cut at 100 characters: a credential name at the start of a longer run leaked)."""
+    text = b"password" + b"x" * 150 + b"=hunter2&y=1"
+    assert b"hunter2" not in redact_text(text)
+    assert redact_text(b"x" * 200_000) == b"x" * 200_000  # one run: judged once, unchanged
+
+
 def test_text_without_credentials_is_unchanged() -> None:
     text = b'{"after": {"tx_id": "T1", "memo": "a:b=c"'
     assert redact_text(text) is text
