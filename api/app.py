@@ -84,6 +84,10 @@ def create_app(
         # no 307 to the slash-less path: it would echo the Host header and answer callers
         # without a token; a trailing slash is an unknown path (401 without a valid token)
         redirect_slashes=False,
+        # no Swagger UI / ReDoc: they load scripts from a CDN on the console's origin,
+        # where the console keeps its token; the schema stays at /openapi.json (SPEC §6)
+        docs_url=None,
+        redoc_url=None,
     )
     service = Service(settings, engine, now)
     app.state.bo = AppState(

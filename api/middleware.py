@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from loguru import logger
@@ -25,7 +26,7 @@ from api.audit import AuditEntry, AuditUnavailable, AuditWriter
 from api.auth import Principal
 from api.problems import PROBLEM_JSON, REALM, ProblemError, problem_body
 from eventlog.metrics import AUDIT_WRITE_FAILURES, HTTP_DURATION
-from eventlog.redact import redact_text
+from eventlog.redact import REDACTED
 from eventlog.timeutil import format_ts
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -54,9 +55,14 @@ def route_label(scope: Scope) -> str:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header as text: UTF-8 when it is (what clients send), else Latin-1."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return bytes(value).decode("latin-1")
+            raw = bytes(value)
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return raw.decode("latin-1")
     return None
 
 
@@ -95,6 +101,8 @@ class RequestContextMiddleware:
                 status[0] = int(message["status"])
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if not any(k.lower() == b"x-content-type-options" for k, _v in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -248,13 +256,42 @@ class AuditMiddleware:
 
 
 def _audited_path(scope: Scope) -> str:
-    """The request's path and, when it has one, its query string as sent (an auditor must
-    be able to tell which page, point in time or filter a read was), any credential in it
-    redacted (``?access_token=…``)."""
+    """The request's path and, when it has one, its query parameters (an auditor must be
+    able to tell which page, point in time or filter a read was): the values of the
+    parameters the route takes, the others' names only — a token or signature pasted into
+    a URL is never recorded — and no value that looks like a JWT."""
     query = scope.get("query_string") or b""
     if not query:
         return str(scope["path"])
-    return f"{scope['path']}?{redact_text(bytes(query)).decode('latin-1')}"
+    known = _query_names(scope.get("route"))
+    pairs = parse_qsl(bytes(query).decode("latin-1"), keep_blank_values=True, errors="replace")
+    shown = [
+        f"{quote(name, safe='')}="
+        + (quote(value, safe=":") if name in known and not _JWT.search(value) else REDACTED)
+        for name, value in pairs
+    ]
+    return f"{scope['path']}?{'&'.join(shown)}"
+
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.")
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: Any) -> frozenset[str]:
+    """The query parameters ``route`` declares (none for an unknown route)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return frozenset()
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        found: set[str] = set()
+        todo = [dependant]
+        while todo:  # the route's own parameters and its dependencies'
+            current = todo.pop()
+            found.update(str(p.alias) for p in getattr(current, "query_params", ()))
+            todo.extend(getattr(current, "dependencies", ()))
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    return names
 
 
 def _start(status: int, media_type: str) -> dict[str, Any]:

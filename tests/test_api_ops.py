@@ -329,3 +329,19 @@ def test_tracing_is_off_without_endpoint_and_refuses_without_exporter(
             sqlite_env.app()
     else:
         assert tracer_from_environment() is not None
+
+
+def test_no_third_party_docs_pages_and_nosniff_everywhere(sqlite_env: ApiEnv) -> None:
+    """Swagger UI and ReDoc would load CDN scripts on the console's origin (where it keeps
+    its token): not served; the schema is. Every answer says nosniff."""
+    with client(sqlite_env.app()) as c:
+        answers = [
+            c.get("/docs"),
+            c.get("/redoc"),
+            c.get("/openapi.json"),
+            c.get("/healthz"),
+            c.get("/admin/tx/T1", headers=sqlite_env.headers(READ)),
+            c.get("/<script>x</script>"),
+        ]
+    assert [a.status_code for a in answers[:3]] == [404, 404, 200]
+    assert all(a.headers["x-content-type-options"] == "nosniff" for a in answers)

@@ -379,15 +379,35 @@ def test_logs_are_json_lines_with_request_id_and_no_token(sqlite_env: ApiEnv) ->
 
 def test_the_query_string_is_audited_with_credentials_redacted(sqlite_env: ApiEnv) -> None:
     """Which page, point in time or filter a read was is part of what was read: the
-    record's path carries the query string as sent — but never a credential in it."""
+    record's path carries the parameters the route takes, with their values; any other
+    parameter by name only, and no value shaped like a JWT — never a credential."""
     env = sqlite_env
+    token = env.headers(READ)["Authorization"].split()[1]
     with client(env.app()) as c:
         c.get("/admin/tx/T1?as_of_position=1", headers=env.headers(READ))
-        c.get("/admin/tx/T1?access_token=SECRET-1&as_of_position=2", headers=env.headers(READ))
+        c.get(
+            f"/admin/tx/T1?access_token=SECRET-1&as_of_position=2&x={token}&sig=SECRET-2",
+            headers=env.headers(READ),
+        )
+        c.get(f"/admin/audit?actor={token}", headers=env.headers(AUDIT))
+        c.get("/admin/nope?as_of_position=3", headers=env.headers(READ))
         c.get("/admin/tx/T1", headers=env.headers(READ))
     paths = [r["path"] for r in _records(env)]
     assert paths[0] == "/admin/tx/T1?as_of_position=1"
-    assert "SECRET" not in paths[1]
-    assert paths[1].endswith("&as_of_position=2")
-    assert paths[2] == "/admin/tx/T1"
-    assert verify_audit(env.engine).records == 3
+    assert paths[1] == (
+        "/admin/tx/T1?access_token=[REDACTED]&as_of_position=2&x=[REDACTED]&sig=[REDACTED]"
+    )
+    assert paths[2] == "/admin/audit?actor=[REDACTED]"  # a JWT even where a value is taken
+    assert paths[3] == "/admin/nope?as_of_position=[REDACTED]"  # no route: names only
+    assert paths[4] == "/admin/tx/T1"
+    assert not any(token in p or "SECRET" in p for p in paths)
+    assert verify_audit(env.engine).records == 5
+
+
+def test_a_utf8_user_agent_is_recorded_as_sent(sqlite_env: ApiEnv) -> None:
+    env = sqlite_env
+    agent = "Mozilla/5.0 \u202egnp.exe 한국어"
+    headers = {**env.headers(READ), "User-Agent": agent.encode()}
+    with client(env.app()) as c:
+        c.get("/admin/tx/T1", headers=headers)
+    assert _records(env)[0]["user_agent"] == agent  # not its UTF-8 bytes read as Latin-1
