@@ -67,6 +67,9 @@ DELETED_TX = "D-1"
 # A raw status that is markup: the page must show it as text, never run it.
 MARKUP_TX = "H-005"
 MARKUP_STATUS = '<img src=x onerror="window.__pwned=1"><b>DONE</b>'
+# A raw status with a right-to-left override: drawn, it would read "DONE-DENIED" backwards
+BIDI_TX = "H-006"
+BIDI_STATUS = "DONE\u202eDEIRTER"
 
 
 def _iso(at: datetime) -> str:
@@ -170,7 +173,7 @@ def sample_events() -> list[bytes]:
                     "amount": f"{n}.00",
                     "currency": "KRW",
                     "related_id": f"O-{200 + n}",
-                    "status": MARKUP_STATUS if n == 5 else "DONE",
+                    "status": {5: MARKUP_STATUS, 6: BIDI_STATUS}.get(n, "DONE"),
                     "created_at": _iso(at),
                     "updated_at": _iso(at),
                     "version": 1,

@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.fixtures_browser import *  # noqa: F403
 from tests.fixtures_browser import (
+    BIDI_TX,
     CONFLICT_ORDER,
     CONFLICT_WALLET,
     DELETED_TX,
@@ -364,6 +365,17 @@ def test_markup_in_data_is_shown_as_text_and_never_runs(page: Page, console_site
     expect(status).to_have_text(MARKUP_STATUS)
     assert page.locator("#view img, #view b").count() == 0
     assert page.evaluate("() => window.__pwned") is None
+
+
+def test_bidirectional_controls_in_data_are_shown_not_obeyed(
+    page: Page, console_site: Site
+) -> None:
+    """An override in a value must not reorder what is drawn (Trojan Source): the console
+    writes each bidirectional control out as ⟨U+XXXX⟩."""
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    search(page, BIDI_TX, "tx")
+    status = page.locator('[data-view="tx"] dd[data-field="status"]').first
+    expect(status).to_have_text("DONE⟨U+202E⟩DEIRTER")
 
 
 def test_a_reader_without_admin_read_gets_a_403_sentence(page: Page, console_site: Site) -> None:

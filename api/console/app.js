@@ -2,7 +2,7 @@
 // #/projections), search and the paged views. Rendering lives in views.js.
 
 import { ApiError, describeError, getJson } from "./api.js";
-import { h, replace } from "./dom.js";
+import { h, replace, visible } from "./dom.js";
 import { cleanToken, decodeClaims, expiryMs, rolesOf } from "./jwt.js";
 import { formatInstant, fromInputValue, setZone, timeEl, timeInput, zone } from "./time.js";
 import {
@@ -81,8 +81,8 @@ function signOut(message = "", kind = "error") {
 function signedIn(token, claims, { focus = true } = {}) {
   state.token = token;
   state.roles = rolesOf(claims);
-  $("who-sub").textContent = claims.sub ? String(claims.sub) : "(no subject)";
-  $("who-roles").textContent = state.roles.length ? state.roles.join(", ") : "none";
+  $("who-sub").textContent = claims.sub ? visible(claims.sub) : "(no subject)";
+  $("who-roles").textContent = state.roles.length ? visible(state.roles.join(", ")) : "none";
   const exp = expiryMs(claims);
   const expEl = $("who-exp");
   expEl.parentElement.hidden = exp === null;
