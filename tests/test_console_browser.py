@@ -311,6 +311,14 @@ def test_unknown_and_invalid_ids_read_as_sentences(page: Page, console_site: Sit
     )
 
 
+def test_an_invalid_filter_is_not_blamed_on_the_id(page: Page, console_site: Site) -> None:
+    open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
+    page.evaluate(f"() => {{ location.hash = '#/tx/{PAYMENT_TX}?as_of=yesterday'; }}")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("The request was not accepted: query.as_of")
+    expect(alert).not_to_contain_text("is not a valid transaction id")
+
+
 def test_an_incomplete_pair_says_what_is_missing(page: Page, console_site: Site) -> None:
     open_signed_in(page, console_site, console_site.token("alice", "ADMIN_READ"))
     search(page, "H-001", "tx")  # a PAYMENT leg of order O-201, which was never seen

@@ -86,7 +86,8 @@ export function describeError(error, context = {}) {
       }
       return `No ${what} ${quoted ? `with id ${quoted} ` : ""}is known.${lagSentence(problem)}`;
     case 422:
-      if (context.id !== undefined) {
+      // the id is at fault only when the problem says so (a path error, or none named)
+      if (context.id !== undefined && !onlyQueryErrors(problem)) {
         return `${quoted} is not a valid ${what} id: use 1 to 128 letters, digits, dots, underscores, colons or hyphens.`;
       }
       return `The request was not accepted: ${plainDetail(problem) || "check the filters and try again."}`;
@@ -95,6 +96,11 @@ export function describeError(error, context = {}) {
     default:
       return `The server failed to answer (HTTP ${status}). Try again, and tell the platform team if it keeps happening.`;
   }
+}
+
+function onlyQueryErrors(problem) {
+  const errors = Array.isArray(problem.errors) ? problem.errors : [];
+  return errors.length > 0 && errors.every((e) => Array.isArray(e.loc) && e.loc[0] === "query");
 }
 
 function plainDetail(problem) {
