@@ -243,6 +243,10 @@ class Service:
         missing = [f"{name} has no serving version" for name in NAMES if name not in have]
         detail += failed + missing
         checks["projections"] = not failed and not missing
+        if _WORKERS:  # `bo serve` runs a projector or consumer in this process
+            stopped = sorted(name for name, alive in _WORKERS.items() if not alive)
+            checks["workers"] = not stopped
+            detail += [f"the in-process {name} stopped (see the server log)" for name in stopped]
         return {"ready": all(checks.values()), "checks": checks, "detail": detail}
 
     def _head_revision(self) -> str | None:
@@ -257,6 +261,17 @@ class Service:
         except UsageError as exc:
             raise ProblemError(422, "cursor: not a cursor this API issued") from exc
         return {"items": items, "next_cursor": token}
+
+
+# Background workers ``bo serve`` runs in this process (the projector, the consumer) and
+# whether each still runs: one that stopped on an error makes /readyz answer 503 — the API
+# would otherwise keep answering, ever staler, as "ready".
+_WORKERS: dict[str, bool] = {}
+
+
+def worker_running(name: str, running: bool) -> None:
+    """Record that the in-process worker ``name`` started (True) or stopped on an error."""
+    _WORKERS[name] = running
 
 
 def _wallet_cursor(cursor: str) -> tuple[str | None, str]:

@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 
 from bo.output import EXIT_CHECK, EXIT_OK, emit
 from bo.wiring import Container, bootstrap, check_port_free
-from eventlog.db import make_engine
+from eventlog.db import is_sqlite, make_engine
+from eventlog.errors import ConfigError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -96,6 +97,7 @@ def serve(
     if projector:
         from projections.runner import Runner
 
+        _check_projector_role(c.engine)
         runner = Runner(c.engine, c.settings)
         threads.append(_worker("projector", lambda: runner.run_forever(stop)))
     if consumer:
@@ -171,11 +173,36 @@ def _graceful_server(config: Any) -> Any:
     return _server_class()(config)
 
 
+def _check_projector_role(engine: Engine) -> None:
+    """The in-process projector writes the projections: refuse to start it, with one line,
+    under a role that cannot (the API's least-privilege role, say) instead of letting it
+    die at its first write."""
+    from eventlog.schema import checkpoints
+
+    if is_sqlite(engine):
+        return
+    table = f"{checkpoints.schema}.{checkpoints.name}"
+    with engine.connect() as conn:
+        allowed = conn.exec_driver_sql(
+            "SELECT has_table_privilege(current_user, %(t)s, 'UPDATE')", {"t": table}
+        ).scalar()
+    if not allowed:
+        raise ConfigError(
+            f"the in-process projector cannot write the projections ({table} is read-only "
+            "for this role): run `bo serve --no-projector` and `bo project` under the "
+            "projector's role (docs/operations.md)"
+        )
+
+
 def _worker(name: str, target: Callable[[], None]) -> threading.Thread:
+    from api.service import worker_running
+
     def run() -> None:
+        worker_running(name, True)
         try:
             target()
-        except Exception:  # a dead worker must be loud; the API keeps answering with lag
+        except Exception:  # a dead worker must be loud: logged, and /readyz answers 503
+            worker_running(name, False)
             logger.exception("{} stopped with an error", name)
 
     return threading.Thread(target=run, name=name, daemon=True)

@@ -345,3 +345,21 @@ def test_no_third_party_docs_pages_and_nosniff_everywhere(sqlite_env: ApiEnv) ->
         ]
     assert [a.status_code for a in answers[:3]] == [404, 404, 200]
     assert all(a.headers["x-content-type-options"] == "nosniff" for a in answers)
+
+
+def test_a_dead_in_process_worker_makes_readyz_503(sqlite_env: ApiEnv) -> None:
+    from api import service
+
+    with client(sqlite_env.app()) as c:
+        sqlite_env.ingest(change("ledger_entries", ledger("T1")))
+        service.worker_running("projector", True)
+        try:
+            running = c.get("/readyz")
+            service.worker_running("projector", False)
+            stopped = c.get("/readyz")
+        finally:
+            service._WORKERS.clear()
+    assert running.json()["checks"]["workers"] is True
+    assert stopped.status_code == 503
+    assert stopped.json()["checks"]["workers"] is False
+    assert "the in-process projector stopped (see the server log)" in stopped.json()["detail"]

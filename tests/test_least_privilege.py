@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from bo.pgcluster import Cluster
 from eventlog.db import make_engine
+from eventlog.errors import ConfigError
 from eventlog.metrics import AUDIT_WRITE_FAILURES
 from eventlog.migrate import upgrade
 from eventlog.schema import audit_log
@@ -142,3 +143,13 @@ def test_audit_insert_revoked_fails_closed(roles: Roles, tmp_path: Path) -> None
     assert AUDIT_WRITE_FAILURES._value.get() == before + 2
     with roles.owner.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_log)).scalar_one() == 0
+
+
+def test_serve_refuses_an_in_process_projector_under_the_api_role(roles: Roles) -> None:
+    """`bo serve` with its projector under the API's read-only role: one line at start, not
+    a projector that dies at its first write while /readyz keeps saying ready."""
+    from bo.cli_api import _check_projector_role
+
+    with pytest.raises(ConfigError, match="--no-projector"):
+        _check_projector_role(roles.api)
+    _check_projector_role(roles.sync)  # the projector's own role may
