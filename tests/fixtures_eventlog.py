@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eventlog.store import Prepared, Rejected, prepare
+
 DEBEZIUM = Path(__file__).resolve().parent / "fixtures" / "debezium"
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -144,3 +146,17 @@ def golden_lines() -> list[bytes]:
         for line in path.read_bytes().splitlines()
         if line.strip()
     ]
+
+
+def change_of(raw: bytes) -> Any:
+    """The change ``prepare`` makes of ``raw`` (which must be a valid change)."""
+    outcome = prepare(raw)
+    assert isinstance(outcome, Prepared), outcome
+    return outcome.change
+
+
+def reason_of(raw: bytes) -> str:
+    """The dead-letter reason ``prepare`` gives ``raw`` (which must be refused)."""
+    outcome = prepare(raw)
+    assert isinstance(outcome, Rejected), outcome
+    return outcome.reason

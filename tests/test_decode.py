@@ -23,27 +23,16 @@ from eventlog.errors import DecodeError
 from eventlog.identity import event_id
 from eventlog.store import Prepared, Rejected, Tombstone, prepare
 from tests.fixtures_eventlog import (
+    change_of,
     connect_decimal,
     envelope,
     event,
     fixture,
     ledger_row,
     order_row,
+    reason_of,
     wrapped,
 )
-
-
-def change_of(raw: bytes) -> Any:
-    outcome = prepare(raw)
-    assert isinstance(outcome, Prepared), outcome
-    return outcome.change
-
-
-def reason_of(raw: bytes) -> str:
-    outcome = prepare(raw)
-    assert isinstance(outcome, Rejected), outcome
-    return outcome.reason
-
 
 # ---------------------------------------------------------------- Debezium's own examples
 

@@ -13,23 +13,17 @@ import pytest
 
 import eventlog.decode
 import eventlog.store
-from eventlog.store import Prepared, Rejected, prepare
-from tests.fixtures_eventlog import connect_decimal, envelope, ledger_row, wrapped
+from tests.fixtures_eventlog import (
+    change_of,
+    connect_decimal,
+    envelope,
+    ledger_row,
+    reason_of,
+    wrapped,
+)
 
 CONNECT_DECIMAL = "org.apache.kafka.connect.data.Decimal"
 VARIABLE_SCALE = "io.debezium.data.VariableScaleDecimal"
-
-
-def change_of(raw: bytes) -> Any:
-    outcome = prepare(raw)
-    assert isinstance(outcome, Prepared), outcome
-    return outcome.change
-
-
-def reason_of(raw: bytes) -> str:
-    outcome = prepare(raw)
-    assert isinstance(outcome, Rejected), outcome
-    return outcome.reason
 
 
 def bare(**columns: Any) -> bytes:
