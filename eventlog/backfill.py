@@ -2,28 +2,52 @@
 
 Protocol (``bo backfill --oltp-dsn DSN``):
 
-1. open one ``REPEATABLE READ, READ ONLY`` transaction on the OLTP database: every table
-   is read from the same snapshot; note the snapshot's time (``now()``), WAL position
-   (``pg_current_wal_lsn()``) and transaction id;
-2. per table, read rows in primary-key order after the last key recorded in
+1. in autocommit, read the WAL position L0 (``pg_current_wal_lsn()``; on a standby
+   ``pg_last_wal_replay_lsn()``) and, in the same statement, the next transaction id N;
+   then wait (polling) until every transaction with an id below N has ended
+   (``txid_snapshot_xmin(txid_current_snapshot()) >= N``);
+2. open one ``REPEATABLE READ, READ ONLY`` transaction on the OLTP database: every table
+   is read from the same snapshot; note the snapshot's time (``now()``) and transaction
+   id (its xmin); its events carry ``source.lsn`` = L0;
+3. per table, read rows in primary-key order after the last key recorded in
    ``eventlog.backfill_progress`` for this run (server-side cursor, in batches);
-3. turn each row into a Debezium-shaped snapshot event (``op r``, ``source.snapshot``
+4. turn each row into a Debezium-shaped snapshot event (``op r``, ``source.snapshot``
    ``true``) and append the batch through ``prepare`` + ``EventLog.append``; the run's
    progress (last key, rows) is written in the SAME transaction, so an interrupted run
    continues after the last appended key and never skips one;
-4. mark the table done.
+5. mark the table done.
 
 Convergence with live changes consumed before or after: the snapshot event carries the
 row's own ``version`` and ``updated_at`` (the first two fields of the projections'
-last-writer-wins order key), and ``source.lsn`` = the snapshot's WAL position, so a
-change committed after the snapshot (higher version / later ``updated_at`` / higher
-lsn) wins, and a change already consumed that the snapshot also saw is the same state.
+last-writer-wins order key) and ``source.lsn`` = L0, so a change the snapshot does not
+see wins (higher version / later ``updated_at`` / higher lsn), and a change already
+consumed that the snapshot also saw is the same state. Why L0 and the wait: a
+transaction writes its change at a WAL position before it commits, and Debezium reports
+that position. Every transaction that wrote before L0 had an id below N and has
+committed (or aborted) before the snapshot starts, so the snapshot sees it; every
+transaction the snapshot cannot see started writing after L0, so its changes have
+higher lsns and win even for rows with neither ``version`` nor ``updated_at``. (The
+snapshot's own WAL position would be wrong: a transaction open when the snapshot starts
+has written below it and commits after it.) If the wait times out (a long transaction,
+``wait_timeout``), the run does not fail: it logs a warning naming the oldest open
+transaction and gives the snapshot events ``source.lsn`` 0, so every live change wins;
+Kafka keeps each partition's changes contiguously, so the live changes after that one
+converge the row.
 ``source.ts_ms`` is the row's ``updated_at`` (else ``created_at``, else the snapshot
 time): the best known commit time of the row's current state, which keeps
 ``first_seen_at``/``completed_at`` of pairs meaningful for historical rows.
 A resumed run reads the remaining keys from a new snapshot; rows changed in between
-reach the log through the live stream, and re-appending an unchanged row with the same
-snapshot coordinates is a ``duplicate`` (``event_id`` dedupe).
+reach the log through the live stream. The default run id is derived from the OLTP
+database, the schema and the sorted table list; a completed run is skipped when run
+again, so backfilling again needs ``--restart`` or a new ``--run-id``: that appends one
+new snapshot event per row (not duplicates — the snapshot's lsn and txId are part of an
+event's identity), which leaves the projections as they were.
+
+Values are encoded as Debezium does: json/jsonb as their text (a JSON string, numbers
+exact; credentials inside are redacted by the ingest path), timestamps and dates
+psycopg cannot hold (``infinity``, BC, after year 9999) as PostgreSQL's text: in a column
+the decoder reads (``created_at``, ``settled_at``…) that row is a dead letter (SPEC §2.4)
+while the other rows are appended; elsewhere the event keeps the text.
 """
 
 from __future__ import annotations
@@ -31,6 +55,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import time as clock
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +65,11 @@ from typing import Any
 
 import orjson
 import psycopg
+from loguru import logger
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+from psycopg.types.string import TextLoader
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -53,6 +82,8 @@ from eventlog.timeutil import format_ts, now_text
 
 DEFAULT_TABLES = ("ledger_entries", "payment_orders")
 BATCH = 2000
+WAIT_TIMEOUT = 30.0  # seconds to wait for the transactions open at the snapshot's lsn
+_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +151,17 @@ def libpq_dsn(dsn: str) -> str:
     return dsn
 
 
-def default_run_id(conn: psycopg.Connection[Any]) -> str:
-    """A stable id for "this OLTP database", so re-running the same command resumes.
-
-    Progress is kept per (run, table): backfilling one table and later all of them
-    skips the one already done.
+def default_run_id(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> str:
+    """A stable id for "these tables of this OLTP database", so re-running the same
+    command resumes, and another schema or table list is another run (never "already
+    done" for tables it has not copied).
     """
     row = conn.execute(
         "SELECT current_database(), coalesce(host(inet_server_addr()), 'local'), "
         "coalesce(inet_server_port(), 0)"
     ).fetchone()
     assert row is not None
-    ident = f"{row[0]}@{row[1]}:{row[2]}"
+    ident = orjson.dumps([f"{row[0]}@{row[1]}:{row[2]}", schema, sorted(tables)]).decode()
     digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
     return f"{row[0]}-{digest}"
 
@@ -148,26 +178,38 @@ def backfill(
     on_total: Callable[[int], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
     stop_after: int | None = None,
+    wait_timeout: float = WAIT_TIMEOUT,
 ) -> BackfillReport:
     """Run (or resume) a backfill of ``tables`` from the OLTP database at ``dsn``.
 
-    ``stop_after`` stops after that many rows (tests use it to simulate an interruption).
+    ``stop_after`` stops after that many rows (tests use it to simulate an interruption);
+    ``wait_timeout`` bounds the wait for transactions open at the snapshot's lsn (module
+    docstring).
     """
     try:
-        oltp = psycopg.connect(libpq_dsn(dsn), autocommit=False, connect_timeout=10)
+        oltp = psycopg.connect(libpq_dsn(dsn), autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         message = without_password(_first_line(exc), dsn)
         raise ConfigError(f"cannot connect to the OLTP database: {message}") from exc
     try:
         with oltp:
-            oltp.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            oltp.read_only = True
-            run = run_id or default_run_id(oltp)
+            _register_loaders(oltp)
+            run = run_id or default_run_id(oltp, schema, tables)
             if restart:
                 _reset_progress(engine, run)
             report = BackfillReport(run)
+            snap = _snapshot(oltp, wait_timeout)
             _copy_all(
-                EventLog(engine), oltp, report, tables, schema, batch, stop_after, on_total, on_rows
+                EventLog(engine),
+                oltp,
+                snap,
+                report,
+                tables,
+                schema,
+                batch,
+                stop_after,
+                on_total,
+                on_rows,
             )
             oltp.rollback()
     except psycopg.Error as exc:
@@ -190,6 +232,7 @@ class OltpError(BoError):
 def _copy_all(
     log: EventLog,
     oltp: psycopg.Connection[Any],
+    snap: Snapshot,
     report: BackfillReport,
     tables: Sequence[str],
     schema: str,
@@ -198,7 +241,6 @@ def _copy_all(
     on_total: Callable[[int], None] | None,
     on_rows: Callable[[int], None] | None,
 ) -> None:
-    snap = _snapshot(oltp)
     columns = {t: _columns(oltp, schema, t) for t in tables}
     progress = _progress(log.engine, report.run_id)
     if on_total is not None:
@@ -239,14 +281,104 @@ class Columns:
     key_type: str
 
 
-def _snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
+# L0 and the next transaction id N, read together (steps 1 and 2 of the module docstring).
+# N is not txid_snapshot_xmax (latest completed id + 1): an open transaction whose id is
+# above every completed one is at or past that xmax and would not be waited for. age()
+# of an id is "next id - id" for a session without an id of its own, so N = xmax + age.
+WAL_POSITION = (
+    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint, "
+    "txid_snapshot_xmax(s) + age((txid_snapshot_xmax(s) % 4294967296)::text::xid) "
+    "FROM txid_current_snapshot() AS s"
+)
+_OLDEST_XMIN = "SELECT txid_snapshot_xmin(txid_current_snapshot())"
+_OLDEST_OPEN = (
+    "SELECT pid, xact_start FROM pg_stat_activity "
+    "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+    "ORDER BY age(backend_xid) DESC LIMIT 1"
+)
+
+
+def _snapshot(conn: psycopg.Connection[Any], wait_timeout: float) -> Snapshot:
+    """Wait for the transactions open at L0, then open the snapshot transaction."""
+    lsn = _settled_lsn(conn, wait_timeout)
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
     row = conn.execute(
         "SELECT current_database(), (extract(epoch FROM now()) * 1000)::bigint, "
-        "(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, "
         "txid_snapshot_xmin(txid_current_snapshot())"
     ).fetchone()
     assert row is not None
-    return Snapshot(db=str(row[0]), ts_ms=int(row[1]), lsn=int(row[2]), tx_id=int(row[3]))
+    return Snapshot(db=str(row[0]), ts_ms=int(row[1]), lsn=lsn, tx_id=int(row[2]))
+
+
+def _settled_lsn(conn: psycopg.Connection[Any], wait_timeout: float) -> int:
+    """L0 once every transaction with an id below N has ended (``conn`` in autocommit:
+    each poll sees a new snapshot); 0 with a warning when ``wait_timeout`` runs out."""
+    row = conn.execute(WAL_POSITION).fetchone()
+    assert row is not None
+    lsn, next_xid = int(row[0]), int(row[1])
+    deadline = clock.monotonic() + wait_timeout
+    while True:
+        polled = conn.execute(_OLDEST_XMIN).fetchone()
+        assert polled is not None
+        if int(polled[0]) >= next_xid:
+            return lsn
+        if clock.monotonic() >= deadline:
+            _warn_open(conn, wait_timeout)
+            return 0
+        clock.sleep(_POLL)
+
+
+def _warn_open(conn: psycopg.Connection[Any], wait_timeout: float) -> None:
+    oldest = conn.execute(_OLDEST_OPEN).fetchone()
+    who = (
+        f"pid {oldest[0]}, started {oldest[1] or 'at a time this role may not see'}"
+        if oldest is not None
+        else "not visible here: a prepared transaction, or on a standby one on the primary"
+    )
+    logger.warning(
+        "backfill: a transaction open at the snapshot's WAL position did not end within "
+        "{} s (oldest open transaction: {}); the snapshot events get source.lsn 0, so every "
+        "live change of their rows wins",
+        wait_timeout,
+        who,
+    )
+
+
+def _text_when_out_of_range(load: Callable[[Buffer], Any], data: Buffer) -> Any:
+    """``load(data)``, or PostgreSQL's text for a date/time Python's datetime cannot hold
+    (``infinity``, BC, after year 9999) instead of failing the whole backfill."""
+    try:
+        return load(data)
+    except (psycopg.DataError, ValueError, OverflowError):
+        return bytes(data).decode("utf-8", "replace")
+
+
+class _Timestamptz(TimestamptzLoader):
+    def load(self, data: Buffer) -> Any:
+        return _text_when_out_of_range(super().load, data)
+
+
+class _Timestamp(TimestampLoader):
+    def load(self, data: Buffer) -> Any:
+        return _text_when_out_of_range(super().load, data)
+
+
+class _Date(DateLoader):
+    def load(self, data: Buffer) -> Any:
+        return _text_when_out_of_range(super().load, data)
+
+
+def _register_loaders(conn: psycopg.Connection[Any]) -> None:
+    """json/jsonb as their text (Debezium's JSON string; numbers stay exact), dates and
+    timestamps as text when out of Python's range (module docstring)."""
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+    conn.adapters.register_loader("timestamptz", _Timestamptz)
+    conn.adapters.register_loader("timestamp", _Timestamp)
+    conn.adapters.register_loader("date", _Date)
 
 
 def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> Columns:

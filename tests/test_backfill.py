@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from loguru import logger
 from sqlalchemy import Engine, select
 
-from bo.pgcluster import Cluster
-from eventlog.backfill import BackfillConflict, OltpError, backfill, parse_tables
+from bo.pgcluster import Cluster, free_port, throwaway_cluster
+from eventlog.backfill import (
+    BackfillConflict,
+    OltpError,
+    backfill,
+    json_value,
+    parse_tables,
+)
 from eventlog.errors import ConfigError, UsageError
-from eventlog.schema import backfill_progress, events
+from eventlog.schema import backfill_progress, dead_letters, events
 from eventlog.store import iter_events
-from tests.fixtures_kafka import log_count
+from projections.memory import replay
+from tests.fixtures_kafka import log_count, wait_for
+from tests.fixtures_projections import append
 
 pytestmark = pytest.mark.pg
 
@@ -255,5 +270,225 @@ def test_unusual_column_types_are_encoded_not_fatal(migrated: Engine, pg_cluster
     assert after["ip"] == "10.0.0.1"
     assert after["span"] == (86_400 + 2) * 1_000_000
     assert after["tags"] == ["a", "b"]
-    assert after["meta"] == {"password": "[REDACTED]", "n": 1}
+    assert orjson.loads(after["meta"]) == {"password": "[REDACTED]", "n": 1}  # Debezium: text
     assert after["card_number"] == "[REDACTED]"
+
+
+# ---------------------------------------------------------------- the snapshot's lsn
+
+
+def _update_event(conn: psycopg.Connection[Any], order_id: str, status: str) -> bytes:
+    """UPDATE ``order_id`` in ``conn``'s open transaction; the ``u`` event Debezium emits
+    for it once committed (``source.lsn`` = where the change was written)."""
+    query = "SELECT * FROM payment_orders WHERE order_id = %s"
+    cur = conn.execute(query, (order_id,))
+    names = [d.name for d in cur.description or []]
+    before = dict(zip(names, cur.fetchone() or (), strict=True))
+    conn.execute("UPDATE payment_orders SET status = %s WHERE order_id = %s", (status, order_id))
+    after = dict(zip(names, conn.execute(query, (order_id,)).fetchone() or (), strict=True))
+    got = conn.execute(
+        "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, txid_current()"
+    ).fetchone()
+    assert got is not None
+    source = {"ts_ms": 0, "db": "payments", "schema": "public", "table": "payment_orders"}
+    return orjson.dumps(
+        {
+            "before": {k: json_value(v) for k, v in before.items()},
+            "after": {k: json_value(v) for k, v in after.items()},
+            "source": {**source, "txId": int(got[1]), "lsn": int(got[0])},
+            "op": "u",
+            "ts_ms": 0,
+        }
+    )
+
+
+def _polling(dsn: str) -> bool:
+    """Whether a backfill is waiting for open transactions in that database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query LIKE 'SELECT txid_snapshot_xmin(%%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_open_transactions_are_waited_for_and_changes_the_snapshot_missed_win(
+    migrated: Engine, oltp: str
+) -> None:
+    """Rows with neither version nor updated_at: ordered by lsn alone. A transaction open
+    when the backfill starts wrote below the snapshot's lsn: the backfill waits for it, so
+    its snapshot sees it. One that starts after that lsn and commits after the snapshot
+    is not in it and wins by its higher lsn."""
+    with psycopg.connect(oltp, autocommit=True) as admin:
+        admin.execute(
+            "UPDATE payment_orders SET version = NULL, updated_at = NULL "
+            "WHERE order_id IN ('O1', 'O2')"
+        )
+    early, late = psycopg.connect(oltp), psycopg.connect(oltp)
+    try:
+        early_change = _update_event(early, "O1", "SETTLED")  # left open
+        done: list[Any] = []
+        running = threading.Thread(
+            target=lambda: done.append(backfill(migrated, oltp, ["payment_orders"]))
+        )
+        running.start()
+        wait_for(lambda: _polling(oltp) or not running.is_alive(), 60, "the backfill's wait")
+        late_change = _update_event(late, "O2", "FAILED")  # begins after the backfill's lsn
+        early.commit()
+        running.join(60)
+        assert done, "the backfill did not finish"
+        late.commit()  # after the snapshot
+    finally:
+        early.close()
+        late.close()
+    snapshot = {e.change.key: e.change for e in _events(migrated)}
+    assert snapshot["O1"].row["status"] == "SETTLED"  # waited for, then seen
+    assert snapshot["O2"].row["status"] == "PENDING"
+    append(migrated, [early_change, late_change])  # Debezium's events, after the backfill
+    orders = replay(_events(migrated)).rows("payment_orders")
+    assert (orders["O1"]["status"], orders["O2"]["status"]) == ("SETTLED", "FAILED")
+
+
+def test_a_transaction_open_past_the_wait_gives_lsn_0_and_a_warning(
+    migrated: Engine, oltp: str
+) -> None:
+    warnings: list[str] = []
+    sink = logger.add(warnings.append, level="WARNING", format="{message}")
+    held = psycopg.connect(oltp)
+    pid = held.info.backend_pid
+    try:
+        held.execute("UPDATE payment_orders SET status = 'HELD' WHERE order_id = 'O3'")
+        report = backfill(migrated, oltp, ["payment_orders"], wait_timeout=0.2)
+    finally:
+        logger.remove(sink)
+        held.rollback()
+        held.close()
+    assert report.summary()["appended"] == N_ORDERS
+    assert {e.change.lsn for e in _events(migrated)} == {0}  # every live change wins
+    (warning,) = warnings
+    assert f"pid {pid}, started 20" in warning
+    assert "source.lsn 0" in warning
+
+
+@contextmanager
+def _standby(primary: Cluster) -> Iterator[Cluster]:
+    """A streaming hot standby of ``primary`` (pg_basebackup -R)."""
+    base = Path(tempfile.mkdtemp(prefix="bo-standby-"))
+    if primary.run_as:
+        shutil.chown(base, primary.run_as, primary.run_as)
+    standby = Cluster(primary.bindir, base / "data", free_port(), primary.user, primary.run_as)
+    try:
+        primary.run(
+            str(primary.bindir / "pg_basebackup"),
+            *("-D", str(standby.datadir), "-h", "127.0.0.1", "-p", str(primary.port)),
+            *("-U", primary.user, "-R", "-X", "stream", "-c", "fast"),
+        )
+        standby.start()
+        yield standby
+    finally:
+        standby.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_standby_is_read_at_its_replay_position(sqlite_url: str, engine_factory: Any) -> None:
+    engine: Engine = engine_factory(sqlite_url)
+    with throwaway_cluster() as primary:
+        primary.create_database("payments")
+        primary.psql(
+            LEDGER_DDL + "INSERT INTO payment_orders (order_id, status, version) "
+            "VALUES ('O1', 'PENDING', 1), ('O2', 'SETTLED', 2)",
+            "payments",
+        )
+        with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            assert row is not None
+            written = row[0]
+        with _standby(primary) as standby, psycopg.connect(standby.dsn("payments")) as conn:
+
+            def replayed() -> bool:
+                got = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (written,)
+                ).fetchone()
+                conn.rollback()
+                return bool(got and got[0])
+
+            wait_for(replayed, 60, "the standby to replay the seed")
+            report = backfill(engine, standby.dsn("payments"), ["payment_orders"])
+    assert report.summary()["appended"] == 2
+    lsns = {e.change.lsn for e in _events(engine)}
+    assert len(lsns) == 1
+    assert lsns.pop() >= int(written.split("/")[0], 16) << 32 | int(written.split("/")[1], 16)
+
+
+# ---------------------------------------------------------------- run id, values
+
+
+def test_the_default_run_id_names_the_schema_and_tables(migrated: Engine, oltp: str) -> None:
+    with psycopg.connect(oltp, autocommit=True) as conn:
+        conn.execute(
+            "CREATE SCHEMA other; "
+            "CREATE TABLE other.ledger_entries (LIKE public.ledger_entries INCLUDING ALL); "
+            "INSERT INTO other.ledger_entries SELECT * FROM public.ledger_entries "
+            "WHERE tx_id <= 5"
+        )
+    first = backfill(migrated, oltp)
+    assert first.summary()["rows"] == N_LEDGER + N_ORDERS
+    other = backfill(migrated, oltp, ["ledger_entries"], schema="other")
+    assert other.run_id != first.run_id
+    assert other.summary()["rows"] == 5
+    assert not other.tables[0].skipped
+    assert backfill(migrated, oltp, ["payment_orders", "ledger_entries"]).run_id == first.run_id
+    again = backfill(migrated, oltp, ["ledger_entries"], schema="other", run_id=first.run_id)
+    assert again.summary()["rows"] == 0  # --run-id still decides
+    assert again.tables[0].skipped
+
+
+def test_timestamps_out_of_python_range_are_dead_letters(migrated: Engine, oltp: str) -> None:
+    with psycopg.connect(oltp, autocommit=True) as conn:
+        conn.execute("ALTER TABLE payment_orders ADD COLUMN due date")
+        conn.execute("UPDATE payment_orders SET settled_at = 'infinity' WHERE order_id = 'O4'")
+        conn.execute("UPDATE payment_orders SET settled_at = '0001-01-01 BC' WHERE order_id = 'O5'")
+        conn.execute("UPDATE payment_orders SET failed_at = '-infinity' WHERE order_id = 'O6'")
+        conn.execute("UPDATE payment_orders SET due = 'infinity' WHERE order_id = 'O7'")
+    report = backfill(migrated, oltp, ["payment_orders"])
+    summary = report.summary()
+    assert (summary["rows"], summary["appended"], summary["dead_letter"]) == (N_ORDERS, 37, 3)
+    assert not report.tables[0].skipped
+    with migrated.connect() as conn:
+        reasons = sorted(conn.execute(select(dead_letters.c.reason)).scalars())
+    assert reasons == [
+        "undecodable timestamp failed_at: '-infinity'",
+        "undecodable timestamp settled_at: '0001-01-01 00:00:00+00 BC'",
+        "undecodable timestamp settled_at: 'infinity'",
+    ]
+    o7 = {e.change.key: e.change for e in _events(migrated)}["O7"]
+    assert o7.row["status"] == "PENDING"  # an unprojected column keeps PostgreSQL's text
+    with migrated.connect() as conn:
+        payloads = [
+            orjson.loads(bytes(p)) for p in conn.execute(select(events.c.payload)).scalars()
+        ]
+    assert [p["after"]["due"] for p in payloads if p["after"]["order_id"] == "O7"] == ["infinity"]
+
+
+def test_json_columns_are_their_text_exact_and_redacted(migrated: Engine, oltp: str) -> None:
+    with psycopg.connect(oltp, autocommit=True) as conn:
+        conn.execute("ALTER TABLE payment_orders ADD COLUMN meta jsonb, ADD COLUMN doc json")
+        conn.execute(
+            "UPDATE payment_orders SET "
+            'meta = \'{"fee": 12345678901234567890.123456789, "password": "pw-9"}\', '
+            "doc = '{\"n\": 12345678901234567890.123456789}' WHERE order_id = 'O1'"
+        )
+    assert backfill(migrated, oltp, ["payment_orders"]).summary()["appended"] == N_ORDERS
+    with migrated.connect() as conn:
+        stored = [
+            (bytes(r[0]), r[1])
+            for r in conn.execute(select(events.c.payload, events.c.redacted_paths))
+        ]
+    (payload, paths), *_ = [(p, r) for p, r in stored if b'"O1"' in p]
+    assert b"pw-9" not in payload
+    after = orjson.loads(payload)["after"]
+    assert after["doc"] == '{"n": 12345678901234567890.123456789}'  # a string, as Debezium's
+    assert isinstance(after["meta"], str)
+    assert "12345678901234567890.123456789" in after["meta"]
+    assert '"password":"[REDACTED]"' in after["meta"].replace(" ", "")
+    assert "after.meta.password" in paths
