@@ -1,6 +1,7 @@
-"""Review 3 of the Debezium decoder: bounded work on huge decimals, dead-letter reasons that
-say what is wrong (never "internal error" or "not JSON" for a readable document), records
-that are not change events, and the schemaless VariableScaleDecimal (SPEC §2.2 to §2.4)."""
+"""The Debezium decoder's limits and reasons (SPEC §2.2 to §2.4): bounded work on huge
+decimals, scales and exponents; dead-letter reasons that say what is wrong (never "internal
+error" or "not JSON" for a readable document); records that are not change events; and
+the schemaless VariableScaleDecimal."""
 
 from __future__ import annotations
 
