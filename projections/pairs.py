@@ -329,14 +329,12 @@ FROM (
         SELECT *, deleted IS NOT TRUE AND leg AS cand
         FROM (
             SELECT *,
-                   CAST(candidate_since AS jsonb) ->> (type || ':' || related_id) AS since,
-                   LEAST((CAST(candidate_since AS jsonb) ->> ('PAYMENT:' || related_id))
-                             COLLATE "C",
-                         (CAST(candidate_since AS jsonb) ->> ('RECEIVE:' || related_id))
-                             COLLATE "C") AS either,
+                   cs ->> (type || ':' || related_id) AS since,
+                   LEAST((cs ->> ('PAYMENT:' || related_id)) COLLATE "C",
+                         (cs ->> ('RECEIVE:' || related_id)) COLLATE "C") AS either,
                    (related_type IS NULL OR related_type = 'PAYMENT_ORDER')
                        AND type IN ('PAYMENT', 'RECEIVE') AS leg
-            FROM {source}
+            FROM (SELECT *, CAST(candidate_since AS jsonb) AS cs FROM {source}) AS j
         ) AS k
     ) AS l
     WHERE related_id <> ''
