@@ -611,6 +611,7 @@ class SyncConsumer:
         self.expected: dict[TopicPartitionKey, int] = {}  # next offset we expect to read
         self.durable: dict[TopicPartitionKey, int] = {}  # next offsets stored in the database
         self.rewound: set[TopicPartitionKey] = set()
+        self.topic_ids: dict[str, Any] = {}  # topic → its id when first seen (re-creation)
         self.deferred_dlq: list[tuple[Record, Rejected]] = []  # flushed in a callback
         self.paused_for_db = False
         self.lags: dict[TopicPartitionKey, int] = {}  # records behind, from the last _lag()
@@ -719,6 +720,7 @@ class SyncConsumer:
                 return
             self._resolve_pending()
             self._poll()
+            self._rewind_recreated()
             if self.deferred_dlq:
                 deferred, self.deferred_dlq = self.deferred_dlq, []
                 self._produce_dlq(deferred)
@@ -849,6 +851,31 @@ class SyncConsumer:
             self.batch = [r for r in self.batch if r.tp != rec.tp]
         self.expected[rec.tp] = rec.offset + 1
         self.batch.append(rec)
+
+    def _rewind_recreated(self) -> None:
+        """A topic deleted and created again under its name restarts at offset 0: the
+        position and the stored offsets point into unrelated new data, and every record
+        below them would be skipped. Its topic id (KIP-516) changes with it — seen in the
+        client's metadata, refreshed every ``metadata_max_age_ms`` — so its partitions are
+        rewound: read again from their beginning, duplicates dropped by event_id."""
+        cluster = getattr(getattr(self.consumer, "_client", None), "cluster", None)
+        if cluster is None:
+            return
+        for tp in list(self.consumer.assignment()):
+            now = cluster.topic_id(tp.topic)
+            known = self.topic_ids.setdefault(tp.topic, now)
+            if now is None or known is None or now == known:
+                if known is None:
+                    self.topic_ids[tp.topic] = now
+                continue
+            self.topic_ids[tp.topic] = now
+            logger.warning("topic {} was re-created (topic id {} → {})", tp.topic, known, now)
+            for part in [p for p in self.consumer.assignment() if p.topic == tp.topic]:
+                key = (part.topic, part.partition)
+                self._mark_rewound(key, "the topic was re-created")
+                self.batch = [r for r in self.batch if r.tp != key]
+                self.expected.pop(key, None)
+                self.consumer.seek_to_beginning(part)
 
     def _mark_rewound(self, tp: TopicPartitionKey, why: str) -> None:
         logger.warning(

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from sqlalchemy import Engine, func, select
 
@@ -278,6 +280,36 @@ def test_broker_restart_consumer_survives_and_resumes(
     assert stats.rewinds >= 1
     assert log_count(pg_engine) == 3500
     assert _offsets_total(pg_engine) == 2100  # offsets now describe the recreated log
+
+
+def test_a_topic_recreated_while_consuming_is_read_from_its_start(
+    own_broker: Broker, pg_engine: Engine
+) -> None:
+    """Deleted and created again under its name, a topic restarts at offset 0 while the
+    member's position (and the stored offsets) still point past it: its new records below
+    that offset must not be skipped. The topic id changes with it; the member rewinds."""
+    ledger = unique("ledger-")
+    create_topics(own_broker.bootstrap, [ledger], partitions=1)
+    first = [(ledger, None, ledger_event(f"A{i}")) for i in range(300)]
+    produce(own_broker.bootstrap, first)
+    settings = kafka_settings(
+        own_broker.bootstrap, pg_engine.url.render_as_string(hide_password=False), [ledger]
+    )
+    running = start_consumer(settings, pg_engine)
+    wait_for(lambda: log_count(pg_engine) == 300, 60, "the first topic's events")
+    admin = KafkaAdminClient(bootstrap_servers=own_broker.bootstrap)
+    try:
+        admin.delete_topics([ledger])
+        with contextlib.suppress(TopicAlreadyExistsError):  # Tansu may re-create it at once
+            admin.create_topics([NewTopic(ledger, 1, 1)])
+    finally:
+        admin.close()
+    produce(own_broker.bootstrap, [(ledger, None, ledger_event(f"B{i}")) for i in range(500)])
+    wait_for(lambda: log_count(pg_engine) == 800, 90, "every event of the re-created topic")
+    stats = running.finish()
+    assert stats.rewinds >= 1
+    assert log_count(pg_engine) == 800
+    assert _offsets_total(pg_engine) == 500  # the offsets describe the re-created topic
 
 
 def _heartbeat(engine: Engine) -> tuple[str, str | None]:
