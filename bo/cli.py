@@ -29,6 +29,8 @@ from eventlog.migrate import upgrade
 from eventlog.store import AppendResult
 from eventlog.verify import verify_log
 
+MAX_INGEST_WORKERS = 64  # as `bo consume --workers`
+
 app = typer.Typer(
     name="bo",
     help="Back-office serving layer: event log, projections, admin API.",
@@ -85,8 +87,11 @@ def ingest(
     ] = 0,
 ) -> int:
     """Append change events from JSONL files (or stdin) to the log."""
-    if workers < 0:
-        raise UsageError("--workers must be 0 (automatic) or more")
+    if not 0 <= workers <= MAX_INGEST_WORKERS:
+        raise UsageError(
+            f"--workers must be 0 (automatic) to {MAX_INGEST_WORKERS}: one process per CPU "
+            "is the most that helps"
+        )
     check_files(files)
     c = container()
     c.require_database()
@@ -117,6 +122,8 @@ def _ingest_one(c: Container, name: str, workers: int) -> AppendResult:
     try:
         with reporter.running():
             if name == "-":
+                if sys.stdin is None:  # started with stdin closed (`<&-`)
+                    raise UsageError("stdin is closed: nothing to read for `-`")
                 lines = read_lines(sys.stdin.buffer, "-")
                 return ingest_stream(c.log, lines, "-", workers=processes, on_batch=on_batch)
             with open(name, "rb") as stream:

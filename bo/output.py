@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -104,6 +105,7 @@ class Reporter:
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),  # stdout holds only the result (--json)
                 transient=True,
             )
             self._task = self._progress.add_task(description, total=total, rate="")

@@ -30,6 +30,9 @@ _SUMMARY_COLUMNS = (
 )
 
 
+MAX_ID = 2**63 - 1  # ids are BIGINT (SQLite: INTEGER, the same range)
+
+
 def _plain(mapping: Any) -> dict[str, Any]:
     # column keys are ``quoted_name`` (a str subclass) that JSON encoders refuse as keys
     return {str(key): value for key, value in mapping.items()}
@@ -54,6 +57,8 @@ def count_dead_letters(engine: Engine) -> dict[str, int]:
 
 def show_dead_letter(engine: Engine, letter_id: int) -> dict[str, Any]:
     """One dead letter with its (redacted) bytes as text; ``raw_base64`` when not UTF-8."""
+    if not 1 <= letter_id <= MAX_ID:  # ids are positive 64-bit integers
+        raise UsageError(f"no dead letter with id {letter_id}")
     with engine.connect() as conn:
         row = conn.execute(select(dead_letters).where(dead_letters.c.id == letter_id)).first()
     if row is None:
@@ -103,6 +108,9 @@ def _redacted_text(reason: str, raw: bytes) -> bool:
 def retry_dead_letters(engine: Engine, ids: list[int] | None) -> RetryResult:
     """Re-parse open dead letters (all when ``ids`` is None) and append what now parses."""
     result = RetryResult()
+    for letter_id in ids or ():
+        if not 1 <= letter_id <= MAX_ID:
+            raise UsageError(f"no open dead letter with id {letter_id}")
     with write_tx(engine) as conn:
         query = (
             select(dead_letters).where(dead_letters.c.status == "open").order_by(dead_letters.c.id)

@@ -8,9 +8,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine
 
 import migrations
+from eventlog.errors import ConfigError
 
 SCRIPTS = Path(migrations.__file__).resolve().parent
 
@@ -24,9 +26,15 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine) -> str | None:
     """Upgrade to head on ``engine``; return the revision now current."""
     config = alembic_config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    except CommandError as exc:  # e.g. a revision this build does not know (a rollback)
+        raise ConfigError(
+            f"cannot migrate: {str(exc).splitlines()[0]} — the database was migrated by a "
+            "newer build of bo; run that build (or restore a matching backup)"
+        ) from exc
     return current_revision(engine)
 
 

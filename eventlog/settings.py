@@ -200,6 +200,8 @@ def load_settings(**overrides: object) -> Settings:
         field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
         name = f"BO_{field.upper()}" if field != "settings" else "configuration"
         raise ConfigError(f"{name}: {first.get('msg', 'invalid')}") from exc
+    except UnicodeDecodeError as exc:  # reading ./.env
+        raise ConfigError(f".env: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if settings.status_map:
         _ = settings.status_mapping  # fail at start, not at first use
     return settings

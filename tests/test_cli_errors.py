@@ -104,6 +104,9 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
     ("bo ingest", ("ingest", "{missing}"), {}, "no such file"),
     ("bo dead-letters list", ("dead-letters", "list", "--status", "bogus"), {}, "--status"),
     ("bo dead-letters show", ("dead-letters", "show", "999"), {}, "999"),
+    ("bo dead-letters show", ("dead-letters", "show", "9" * 23), {}, "9" * 23),  # past BIGINT
+    ("bo dead-letters retry", ("dead-letters", "retry", "9" * 23), {}, "9" * 23),
+    ("bo ingest", ("ingest", "--workers", "99999999", "{events}"), {}, "--workers"),
     ("bo dead-letters retry", ("dead-letters", "retry"), {}, "--all"),
     ("bo demo", ("demo", "--port", "0"), {}, "--port"),
     ("bo demo", ("demo", "--no-serve", "--reset"), {"BO_DATABASE_URL": UNREACHABLE}, "sqlite"),
@@ -299,3 +302,40 @@ def test_every_command_has_error_cases() -> None:
 def test_rebuild_console_script_is_installed() -> None:
     assert _script("rebuild").exists()
     assert rebuild_root() is not None, "rebuild.cli has no typer/click app"
+
+
+def _bo(args: list[str], where: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BO_", "OTEL_"))}
+    env |= {"BO_DATABASE_URL": f"sqlite:///{where / 'bo.db'}", "BO_VAR_DIR": str(where / "var")}
+    return subprocess.run(
+        [str(BIN / "bo"), *args],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_a_database_of_a_newer_build_cannot_be_migrated_and_says_so(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bo.db'}")
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    assert_one_clear_line(_bo(["migrate", "--json"], tmp_path), "newer build")
+
+
+def test_a_dot_env_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"# caf\xe9\nOTHER=1\n")
+    assert_one_clear_line(_bo(["log", "verify", "--json"], tmp_path), ".env")
+
+
+def test_ingest_of_a_closed_stdin_is_one_line(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bo.db'}")
+    upgrade(engine)
+    engine.dispose()
+    closed = _bo(["ingest", "-", "--json"], tmp_path, stdin=None, preexec_fn=lambda: os.close(0))
+    assert_one_clear_line(closed, "stdin is closed")
