@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import re
 import socket
 import threading
 import time
@@ -574,8 +575,22 @@ def check_kafka_settings(settings: Settings) -> None:
             )
     if not settings.topics:
         raise ConfigError("BO_KAFKA_TOPICS is empty: name at least one topic")
+    for topic in settings.topics:
+        if not _LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
+            raise ConfigError(
+                f"BO_KAFKA_TOPICS: {topic!r} is not a legal Kafka topic name "
+                "(1 to 249 of letters, digits, '.', '_' and '-')"
+            )
+    dlq = (settings.dlq_topic or "").strip()
+    if dlq and (not _LEGAL_TOPIC.fullmatch(dlq) or dlq in (".", "..")):
+        raise ConfigError(f"BO_DLQ_TOPIC: {dlq!r} is not a legal Kafka topic name")
     if settings.dlq_topic is not None and settings.dlq_topic.strip() in settings.topics:
         raise ConfigError("BO_DLQ_TOPIC must not be one of BO_KAFKA_TOPICS")
+    if not settings.kafka_group.strip():
+        raise ConfigError("BO_KAFKA_GROUP is empty: name the consumer group")
+
+
+_LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's own rule for topic names
 
 
 class SyncConsumer:

@@ -50,6 +50,18 @@ def _env(url: str, **extra: str) -> dict[str, str]:
             {"BO_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "BO_KAFKA_TOPICS": "a,b", "BO_DLQ_TOPIC": "b"},
             "error: BO_DLQ_TOPIC must not be one of BO_KAFKA_TOPICS",
         ),
+        (  # kafka-python would raise its ValueError (a traceback) at subscribe
+            {"BO_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "BO_KAFKA_TOPICS": "bad topic name!"},
+            "error: BO_KAFKA_TOPICS: 'bad topic name!' is not a legal Kafka topic name",
+        ),
+        (
+            {"BO_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "BO_KAFKA_TOPICS": "a", "BO_DLQ_TOPIC": "d q"},
+            "error: BO_DLQ_TOPIC: 'd q' is not a legal Kafka topic name",
+        ),
+        (
+            {"BO_KAFKA_BOOTSTRAP": "127.0.0.1:9092", "BO_KAFKA_TOPICS": "a", "BO_KAFKA_GROUP": " "},
+            "error: BO_KAFKA_GROUP is empty",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(
