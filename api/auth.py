@@ -366,7 +366,17 @@ def _kid(public: rsa.RSAPublicKey) -> str:
 
 
 def _load_or_create(path: Path) -> rsa.RSAPrivateKey:
-    """Load the PEM key; create it atomically if absent (two processes agree on one key)."""
+    """Load the PEM key; create it atomically if absent (two processes agree on one key).
+    A directory it cannot use is a configuration error naming ``BO_VAR_DIR``."""
+    try:
+        return _load_or_create_in(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"BO_VAR_DIR: cannot keep the dev signing key at {path}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _load_or_create_in(path: Path) -> rsa.RSAPrivateKey:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

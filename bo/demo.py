@@ -107,7 +107,10 @@ def prepare(c: Container, *, reset: bool = False, sample: Path = SAMPLE) -> Demo
     if reset:
         c.close()
         reset_database(c.settings.database_url)
-    c.settings.var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        c.settings.var_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"BO_VAR_DIR: cannot use {c.settings.var_dir}: {exc.strerror}") from exc
     engine = c.require_database(migrated=False)
     upgrade(engine)
     ingested: dict[str, int] | None = None

@@ -117,6 +117,13 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
     ("bo token", ("token", "--sub", "a", "--role", "X", "--ttl", "-5"), {}, "ttl"),
     (
         "bo token",
+        ("token", "--sub", "a", "--role", "ADMIN_READ", "--ttl", "60"),
+        {"BO_VAR_DIR": "{events}"},
+        "BO_VAR_DIR",
+    ),
+    ("bo demo", ("demo", "--no-serve"), {"BO_VAR_DIR": "{events}"}, "BO_VAR_DIR"),
+    (
+        "bo token",
         ("token", "--sub", "a", "--role", "ADMIN_READ"),
         {
             "BO_AUTH_MODE": "oidc",
