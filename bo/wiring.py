@@ -8,8 +8,10 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from eventlog.db import check_reachable, make_engine
 from eventlog.errors import DatabaseUnavailable, UsageError
@@ -35,7 +37,17 @@ class Container:
         return EventLog(self.engine)
 
     def require_database(self, *, migrated: bool = True) -> Engine:
-        """The engine, after checking it answers (and is migrated, unless ``migrated=False``)."""
+        """The engine, after checking it answers (and is migrated, unless ``migrated=False``).
+
+        A SQLite file that does not exist is reported without connecting: connecting would
+        leave an empty file behind at a mistyped path."""
+        if migrated and self.settings.is_sqlite:
+            database = make_url(self.settings.database_url).database or ""
+            plain = database and not database.startswith("file:") and database != ":memory:"
+            if plain and not Path(database).exists():
+                raise DatabaseUnavailable(
+                    f"no database at {database}: run `bo migrate` (or check BO_DATABASE_URL)"
+                )
         check_reachable(self.engine)
         if migrated and not at_head(self.engine):
             raise DatabaseUnavailable("database is not migrated to head: run `bo migrate`")

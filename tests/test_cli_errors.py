@@ -346,3 +346,9 @@ def test_ingest_of_a_closed_stdin_is_one_line(tmp_path: Path) -> None:
     engine.dispose()
     closed = _bo(["ingest", "-", "--json"], tmp_path, stdin=None, preexec_fn=lambda: os.close(0))
     assert_one_clear_line(closed, "stdin is closed")
+
+
+def test_a_mistyped_sqlite_path_is_reported_and_not_created(tmp_path: Path) -> None:
+    answer = _bo(["log", "verify", "--json"], tmp_path)  # BO_DATABASE_URL names bo.db: absent
+    assert_one_clear_line(answer, "no database at")
+    assert not (tmp_path / "bo.db").exists()
