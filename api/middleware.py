@@ -274,24 +274,19 @@ def _audited_path(scope: Scope) -> str:
 
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.")
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
 
 
-def _query_names(route: Any) -> frozenset[str]:
-    """The query parameters ``route`` declares (none for an unknown route)."""
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return frozenset()
-    names = _QUERY_NAMES.get(id(route))
-    if names is None:
-        found: set[str] = set()
-        todo = [dependant]
-        while todo:  # the route's own parameters and its dependencies'
-            current = todo.pop()
+def _query_names(route: Any) -> set[str]:
+    """The query parameters ``route`` declares (none for an unknown route): a walk of a
+    few dependency nodes, only for requests that carry a query string."""
+    found: set[str] = set()
+    todo = [getattr(route, "dependant", None)]
+    while todo:  # the route's own parameters and its dependencies'
+        current = todo.pop()
+        if current is not None:
             found.update(str(p.alias) for p in getattr(current, "query_params", ()))
             todo.extend(getattr(current, "dependencies", ()))
-        names = _QUERY_NAMES[id(route)] = frozenset(found)
-    return names
+    return found
 
 
 def _start(status: int, media_type: str) -> dict[str, Any]:

@@ -152,9 +152,6 @@ class Record:
         return cls(topic, partition, offset, key, prepare_one(topic, partition, offset, value))
 
 
-RawValue = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
-
-
 def prepare_one(topic: str, partition: int, offset: int, value: bytes | None) -> Appendable:
     """What the log appends for one record: :func:`eventlog.store.prepare`, then
     :func:`eventlog.store.stage` (the same rows; cheap to send between processes)."""
@@ -186,11 +183,6 @@ def dlq_key(key: bytes | None) -> bytes | None:
     """A DLQ record's key: the source record's, redacted like its value (Debezium keys a
     record by the row's primary key, which may be a credential column: SPEC §2.5)."""
     return None if key is None else redact_raw(key)
-
-
-def prepare_chunk(values: list[RawValue]) -> list[Appendable]:
-    """:func:`prepare_one` for each record of a chunk."""
-    return [prepare_one(t, p, o, v) for t, p, o, v in values]
 
 
 def prepare_values(values: list[bytes | None]) -> list[SlimOutcome]:

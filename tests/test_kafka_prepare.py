@@ -19,11 +19,9 @@ from bo.broker import Broker
 from eventlog.kafka import (
     ConsumerConfig,
     Preparer,
-    RawValue,
     Record,
     SyncConsumer,
     complete,
-    prepare_chunk,
     prepare_one,
     prepare_records,
 )
@@ -52,6 +50,9 @@ BAD = [
 ]
 
 
+RawValue = tuple[str, int, int, bytes | None]  # topic, partition, offset, value
+
+
 def _values() -> list[RawValue]:
     raw: list[bytes | None] = [ledger_event(f"T{i}", version=1 + i % 3) for i in range(40)]
     raw += [order_event(f"O{i}", version=1 + i % 2) for i in range(20)]
@@ -59,12 +60,16 @@ def _values() -> list[RawValue]:
     return [("topic", i % 3, i, v) for i, v in enumerate(raw)]
 
 
-def test_prepare_chunk_is_prepare_then_stage() -> None:
+def _inline(values: list[RawValue]) -> list[Any]:
+    """The reference: each record prepared in the consumer's own process."""
+    return [prepare_one(*item) for item in values]
+
+
+def test_prepare_one_is_prepare_then_stage() -> None:
     values = _values()
     expected = [
         stage(prepare(v, SourceRef(topic=t, partition=p, offset=o))) for t, p, o, v in values
     ]
-    assert prepare_chunk(values) == expected
     assert [prepare_one(*item) for item in values] == expected
     kinds = {type(x) for x in expected}
     assert kinds == {Staged, Rejected, Tombstone}
@@ -82,7 +87,7 @@ def test_worker_processes_prepare_identically() -> None:
     finally:
         preparer.close()
     got = [complete(rec, v, slim) for rec, v, slim in zip(records, raw, slims, strict=True)]
-    assert got == prepare_chunk(values)
+    assert got == _inline(values)
     # what travels back leaves out what the consumer holds: unchanged bytes, coordinates
     kept = [s for s, v in zip(slims, raw, strict=True) if type(s) is tuple and s[1] is None]
     rewritten = [s for s in slims if type(s) is tuple and s[1] is not None]
@@ -95,7 +100,7 @@ def test_inline_fallback_prepares_as_the_workers_do() -> None:
     values = _values()
     records = [Record(t, p, o, None, None) for t, p, o, _v in values]
     prepare_records(records, [v for _t, _p, _o, v in values])
-    assert [r.outcome for r in records] == prepare_chunk(values)
+    assert [r.outcome for r in records] == _inline(values)
 
 
 def test_a_dead_worker_falls_back_to_inline_prepare(migrated: Engine) -> None:
@@ -116,7 +121,7 @@ def test_a_dead_worker_falls_back_to_inline_prepare(migrated: Engine) -> None:
     consumer._accept_parallel(items[20:])
     consumer._settle(consumer.batch)
     assert consumer.preparer is None  # inline from now on
-    assert [r.outcome for r in consumer.batch] == prepare_chunk(values)
+    assert [r.outcome for r in consumer.batch] == _inline(values)
 
 
 def test_workers_leave_when_the_consumer_is_killed() -> None:
