@@ -42,7 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +124,9 @@ class ConsumerConfig:
     prepare_workers: int | None = None
     parallel_min: int = 256
     prepare_chunk: int = 500  # records per worker task
+    # Append a batch on a thread of its own while the main loop reads and prepares the
+    # next (None: on PostgreSQL, not SQLite, whose single writer gains nothing from it).
+    pipeline: bool | None = None
 
 
 @dataclass(slots=True)
@@ -585,6 +588,17 @@ def check_kafka_settings(settings: Settings) -> None:
 _LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's own rule for topic names
 
 
+@dataclass(slots=True)
+class _Appending:
+    """A batch handed to the appender thread, and what its post-commit steps need."""
+
+    future: Future[Durable]
+    records: list[Record]
+    rewound: frozenset[TopicPartitionKey]
+    beat: Callable[[Connection], None] | None
+    rewound_since: set[TopicPartitionKey] = field(default_factory=set)
+
+
 class SyncConsumer:
     """One member of the consumer group (see the module docstring for the protocol)."""
 
@@ -607,6 +621,10 @@ class SyncConsumer:
         self.producer: Any = None
         self.batch: list[Record] = []
         self.batch_started = 0.0
+        pipeline = self.config.pipeline
+        pipeline = not is_sqlite(engine) if pipeline is None else pipeline
+        self.appender = ThreadPoolExecutor(1, thread_name_prefix="bo-append") if pipeline else None
+        self.appending: _Appending | None = None  # the batch being appended meanwhile
         workers = self.config.prepare_workers
         workers = default_prepare_workers() if workers is None else workers
         self.preparer = Preparer(workers) if workers > 1 else None
@@ -643,9 +661,12 @@ class SyncConsumer:
                 self._step()
             self._drain()
         finally:
+            self._abandon_append()
             self._close()
             if self.preparer is not None:
                 self.preparer.close()
+            if self.appender is not None:
+                self.appender.shutdown(wait=True)
         logger.info("consumer {} stopped: {}", self.member, self.stats.summary())
         return self.stats
 
@@ -700,10 +721,11 @@ class SyncConsumer:
 
     def _drain(self) -> None:
         """On stop: append what is buffered (if the database answers) and commit it."""
-        if not self.batch:
-            self._commit_kafka(self.durable, sync=True)
-            return
         try:
+            self._collect(sync=True)
+            if not self.batch:
+                self._commit_kafka(self.durable, sync=True)
+                return
             while self.batch:
                 self._flush(sync=True)
         except DB_ERRORS as exc:
@@ -727,6 +749,8 @@ class SyncConsumer:
                 return
             self._resolve_pending()
             self._poll()
+            if self.appending is not None and self.appending.future.done():
+                self._collect()
             self._rewind_recreated()
             if self.deferred_dlq:
                 deferred, self.deferred_dlq = self.deferred_dlq, []
@@ -848,6 +872,7 @@ class SyncConsumer:
             self.preparer = None
 
     def _drop_batch(self) -> None:
+        self._abandon_append()
         self.batch = []
         self.inflight.clear()  # their results are no longer wanted
 
@@ -894,6 +919,8 @@ class SyncConsumer:
         )
         self.rewound.add(tp)
         self.stats.rewinds += 1
+        if self.appending is not None:
+            self.appending.rewound_since.add(tp)
 
     def _batch_due(self) -> bool:
         size = self.config.batch_size
@@ -930,22 +957,87 @@ class SyncConsumer:
     # -- steps 2 to 4
 
     def _flush(self, *, sync: bool = False, in_callback: bool = False) -> None:
-        """Append the batch (step 3), then the post-commit steps (step 4).
+        """Append the next batch (step 3), then the post-commit steps (step 4).
+
+        With the appender thread (PostgreSQL), the append runs there while the main loop
+        reads and prepares the next batch, and step 4 follows when it is collected: at
+        the next flush, or as soon as the loop sees it done. One batch is in flight at
+        a time, so the offsets are stored in batch order. ``sync`` (stopping) and
+        ``in_callback`` append and collect at once.
 
         ``in_callback``: called from a rebalance callback, which kafka-python runs on its
         IO thread where blocking Kafka calls are refused: the offsets are committed
         asynchronously and the DLQ produce and heartbeat wait for the main loop.
         """
+        self._collect(sync=sync, in_callback=in_callback)
         records = self.batch[: self.config.batch_size]
         self._settle(records)
         rewound = frozenset(self.rewound & {r.tp for r in records})
         # the heartbeat that says "caught up" rides in the batch's own transaction
         beat = None if in_callback else self._caught_up_beat(records)
-        durable = append_batch(self.engine, records, rewound=rewound, also=beat)
         self.batch = self.batch[len(records) :]
         if self.batch:
             self.batch_started = time.monotonic()
-        self.rewound -= rewound
+        if self.appender is None or sync or in_callback:
+            try:
+                durable = append_batch(self.engine, records, rewound=rewound, also=beat)
+            except BaseException:
+                self.batch = records + self.batch  # kept for the retry or the re-read
+                raise
+            self._made_durable(records, rewound, set(), durable, beat, sync, in_callback)
+            return
+        future = self.appender.submit(
+            append_batch, self.engine, records, rewound=rewound, also=beat
+        )
+        self.appending = _Appending(future, records, rewound, beat)
+
+    def _collect(self, *, sync: bool = False, in_callback: bool = False) -> None:
+        """Wait for the batch being appended and take the post-commit steps for it; if its
+        append failed, its records go back to the front of the batch and the error is
+        raised here, as a synchronous append would have raised it."""
+        appending = self.appending
+        if appending is None:
+            return
+        try:
+            durable = appending.future.result()
+        except BaseException:
+            self.appending = None
+            self.batch = appending.records + self.batch
+            raise
+        self.appending = None
+        self._made_durable(
+            appending.records,
+            appending.rewound,
+            appending.rewound_since,
+            durable,
+            appending.beat,
+            sync,
+            in_callback,
+        )
+
+    def _abandon_append(self) -> None:
+        """Wait for the batch being appended and forget it (its partitions are re-read
+        from the database offsets, or another member owns them now)."""
+        appending, self.appending = self.appending, None
+        if appending is None:
+            return
+        try:
+            appending.future.result()
+        except Exception as exc:  # whatever it was, the database offsets say where to resume
+            logger.debug("abandoned append failed: {}", exc)
+
+    def _made_durable(
+        self,
+        records: Sequence[Record],
+        rewound: frozenset[TopicPartitionKey],
+        rewound_since: set[TopicPartitionKey],
+        durable: Durable,
+        beat: Callable[[Connection], None] | None,
+        sync: bool,
+        in_callback: bool,
+    ) -> None:
+        """Step 4, once ``records`` are in the log with their offsets."""
+        self.rewound -= rewound - rewound_since  # a rewind seen meanwhile still stands
         self.durable.update(durable.offsets)
         self.stats.records += len(records)
         self.stats.batches += 1
@@ -1055,24 +1147,27 @@ class SyncConsumer:
     def on_revoked(self, tps: list[Any]) -> None:
         keys = {(tp.topic, tp.partition) for tp in tps}
         logger.info("revoked {}", sorted(keys))
-        if self.batch and any(r.tp in keys for r in self.batch):
-            try:
+        try:
+            self._collect(in_callback=True)
+            if self.batch and any(r.tp in keys for r in self.batch):
                 while self.batch:
                     self._flush(in_callback=True)
-            except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
-                logger.warning(
-                    "revoked with an unflushed batch ({}); the new owner re-reads it", exc
-                )
-                self.batch = [r for r in self.batch if r.tp not in keys]
-        else:
-            durable = {k: v for k, v in self.durable.items() if k in keys}
-            self._commit_kafka(durable, sync=False)
+            else:
+                durable = {k: v for k, v in self.durable.items() if k in keys}
+                self._commit_kafka(durable, sync=False)
+        except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
+            logger.warning("revoked with an unflushed batch ({}); the new owner re-reads it", exc)
+            self.batch = [r for r in self.batch if r.tp not in keys]
         self._forget(keys)
 
     def on_lost(self, tps: list[Any]) -> None:
         """Evicted from the group: another member may own these already, so flush nothing."""
         keys = {(tp.topic, tp.partition) for tp in tps}
         logger.warning("partitions lost {}; their unflushed records will be re-read", sorted(keys))
+        try:
+            self._collect(in_callback=True)  # appended already: its offsets are stored
+        except (OperationalError, DBAPIError, DatabaseUnavailable, OffsetRegression) as exc:
+            logger.warning("the batch being appended failed ({}); it will be re-read", exc)
         self.batch = [r for r in self.batch if r.tp not in keys]
         self._forget(keys)
 
@@ -1231,7 +1326,7 @@ class SyncConsumer:
                 self.member,
                 self.group,
                 lag=lag,
-                caught_up=known and lag == 0 and not self.batch,
+                caught_up=known and lag == 0 and not self.batch and self.appending is None,
                 assigned=assigned,
             )
         except DB_ERRORS as exc:

@@ -217,6 +217,52 @@ def test_a_batch_read_to_the_end_lingers_before_its_commit(migrated: Engine) -> 
     assert consumer._batch_due()  # batch_ms bounds the wait whatever else happens
 
 
+def test_a_batch_appended_meanwhile_is_collected_in_order_or_put_back(migrated: Engine) -> None:
+    """With the appender thread, a flush hands its batch over and returns; the next flush
+    (or a collect) takes the post-commit steps first, so offsets are stored in batch
+    order. A failed append puts its records back in front of the batch, in order, and
+    raises where a synchronous append would have: nothing is counted or lost."""
+    settings = kafka_settings("127.0.0.1:1", str(migrated.url), ["t"])
+    config = ConsumerConfig(batch_size=3, prepare_workers=0, pipeline=True)
+    consumer = SyncConsumer(settings, migrated, threading.Event(), config)
+    assert consumer.appender is not None
+    try:
+        records = [Record.received("t", 0, n, None, ledger_event(f"PIPE{n}")) for n in range(5)]
+        consumer.batch = list(records)
+        consumer._flush()
+        assert consumer.appending is not None
+        assert consumer.batch == records[3:]
+        consumer._flush()  # collects the first three, hands over the last two
+        assert consumer.durable == {("t", 0): 3}
+        assert consumer.stats.records == 3
+        consumer._collect()
+        assert consumer.appending is None
+        assert consumer.batch == []
+        assert consumer.durable == {("t", 0): 5}
+        assert consumer.stats.records == 5
+        with migrated.connect() as conn:
+            stored = conn.execute(
+                select(events.c.source_offset).order_by(events.c.position)
+            ).scalars()
+            assert list(stored) == [0, 1, 2, 3, 4]
+            assert read_offsets(conn, [("t", 0)]) == {("t", 0): 5}
+
+        with migrated.begin() as conn:
+            write_offsets(conn, {("t", 1): 50})  # stored further on: this batch regresses
+        behind = [Record.received("t", 1, n, None, ledger_event(f"BACK{n}")) for n in range(4)]
+        consumer.batch = list(behind)
+        consumer._flush()
+        with pytest.raises(OffsetRegression):
+            consumer._collect()
+        assert consumer.appending is None
+        assert consumer.batch == behind
+        assert consumer.stats.records == 5
+        assert log_count(migrated) == 5
+    finally:
+        assert consumer.appender is not None
+        consumer.appender.shutdown()
+
+
 def test_offsets_of_many_partitions_move_together(migrated: Engine) -> None:
     """The one-statement update (PostgreSQL) moves each partition to its own offset,
     leaves unmoved and other topics' rows alone, and still refuses a regression."""
