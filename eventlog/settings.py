@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     var_dir: Path = Field(default=Path("./var"))
+    # `bo project`'s CPU niceness: on a host it shares with `bo consume`, a backlog goes
+    # into the log first (the broker's retention is the deadline; projections are derived)
+    project_nice: int = Field(default=10, ge=0, le=19)
 
     @field_validator("log_level", mode="before")
     @classmethod

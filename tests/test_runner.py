@@ -439,3 +439,37 @@ def test_a_pass_steps_on_one_pooled_connection(migrated: Engine) -> None:
     assert summary["failed"] == []
     assert len(checkouts) == 2  # the head read and the steps' connection
     assert all(item["position"] == 4 for item in by_name(migrated).values())
+
+
+def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> None:
+    """``bo project`` runs at niceness ``BO_PROJECT_NICE`` (default 10), so a consumer on
+    the same host gets a backlog into the log first; a value off the 0-19 scale is a
+    one-line configuration error."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    bo = str(Path(sys.executable).with_name("bo"))
+    env = dict(os.environ, BO_DATABASE_URL=f"sqlite:///{tmp_path / 'bo.db'}")
+    env.pop("BO_PROJECT_NICE", None)
+    subprocess.run([bo, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    for setting, expected in ((None, 10), ("7", 7)):
+        run_env = env if setting is None else dict(env, BO_PROJECT_NICE=setting)
+        proc = subprocess.Popen([bo, "project"], env=run_env, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: psutil.Process(proc.pid).nice() == expected, timeout=60)
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0
+    bad = subprocess.run(
+        [bo, "project", "--once"],
+        env=dict(env, BO_PROJECT_NICE="25"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert "PROJECT_NICE" in bad.stderr.upper()
+    assert "Traceback" not in bad.stderr
