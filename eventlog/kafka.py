@@ -1229,6 +1229,7 @@ class SyncConsumer:
         self._resolve_pending()
         if self.batch:
             self._flush()
+            self._collect()  # durable before the partitions resume
         self.paused_for_db = False
         resumable = [
             tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in self.pending

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -449,8 +450,6 @@ def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> Non
     import subprocess
     import sys
 
-    import psutil
-
     bo = str(Path(sys.executable).with_name("bo"))
     env = dict(os.environ, BO_DATABASE_URL=f"sqlite:///{tmp_path / 'bo.db'}")
     env.pop("BO_PROJECT_NICE", None)
@@ -459,7 +458,7 @@ def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> Non
         run_env = env if setting is None else dict(env, BO_PROJECT_NICE=setting)
         proc = subprocess.Popen([bo, "project"], env=run_env, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: psutil.Process(proc.pid).nice() == expected, timeout=60)
+            wait_for(partial(_runs_at, proc.pid, expected), timeout=60)
         finally:
             proc.terminate()
             assert proc.wait(30) == 0
@@ -473,3 +472,9 @@ def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> Non
     assert bad.returncode == 2
     assert "PROJECT_NICE" in bad.stderr.upper()
     assert "Traceback" not in bad.stderr
+
+
+def _runs_at(pid: int, nice: int) -> bool:
+    import psutil
+
+    return bool(psutil.Process(pid).nice() == nice)
