@@ -42,10 +42,10 @@ def project(
     c = container()
     c.require_database()
     stop = threading.Event()
-    if not once:
+    if not once:  # the follower; a one-off catch-up runs at the caller's priority
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    lower_priority(c.settings.project_nice)
+        lower_priority(c.settings.project_nice)
     runner = Runner(c.engine, c.settings)
     freeze_startup()
     retried = runner.retry_failed() if retry_failed else []

@@ -442,10 +442,13 @@ def test_a_pass_steps_on_one_pooled_connection(migrated: Engine) -> None:
     assert all(item["position"] == 4 for item in by_name(migrated).values())
 
 
-def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> None:
-    """``bo project`` runs at niceness ``BO_PROJECT_NICE`` (default 10), so a consumer on
-    the same host gets a backlog into the log first; a value off the 0-19 scale is a
-    one-line configuration error."""
+def test_bo_project_lowers_its_cpu_priority_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bo project`` (the follower) runs at niceness ``BO_PROJECT_NICE`` (default 10), so
+    a consumer on the same host gets a backlog into the log first; ``--once`` leaves the
+    caller's priority alone; a value off the 0-19 scale is a one-line configuration
+    error."""
     import os
     import subprocess
     import sys
@@ -461,9 +464,16 @@ def test_bo_project_lowers_its_cpu_priority_as_configured(tmp_path: Path) -> Non
             wait_for(partial(_runs_at, proc.pid, expected), timeout=60)
         finally:
             proc.terminate()
-            assert proc.wait(30) == 0
+            proc.wait(30)
+    from bo import cli
+
+    monkeypatch.setenv("BO_DATABASE_URL", env["BO_DATABASE_URL"])
+    monkeypatch.delenv("BO_PROJECT_NICE", raising=False)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    assert _run(monkeypatch, cli.app, ["bo", "project", "--once", "--json"]) == 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # in-process: this one unchanged
     bad = subprocess.run(
-        [bo, "project", "--once"],
+        [bo, "project"],
         env=dict(env, BO_PROJECT_NICE="25"),
         capture_output=True,
         text=True,
