@@ -10,6 +10,7 @@ claim path.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -146,10 +147,27 @@ def _monotonic() -> float:
     return time.monotonic()
 
 
+JWKS_FETCH_SECONDS = 5.0  # the whole fetch, not each read: lookups wait behind it
+JWKS_MAX_BYTES = 1 << 20  # a JWKS is a few kB; more is not a key set
+
+
 def _http_fetch(url: str) -> Mapping[str, Any]:
-    response = httpx.get(url, timeout=5.0, follow_redirects=False)
-    response.raise_for_status()
-    document = response.json()
+    """GET the JWKS within :data:`JWKS_FETCH_SECONDS` in all and :data:`JWKS_MAX_BYTES`.
+
+    httpx's timeout bounds each read, so a server sending a byte every few seconds would
+    hold the cache's lock — and every token lookup behind it — for as long as it liked.
+    """
+    deadline = time.monotonic() + JWKS_FETCH_SECONDS
+    body = bytearray()
+    with httpx.stream("GET", url, timeout=JWKS_FETCH_SECONDS, follow_redirects=False) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > JWKS_MAX_BYTES:
+                raise ValueError(f"JWKS larger than {JWKS_MAX_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise ValueError(f"JWKS not received within {JWKS_FETCH_SECONDS:.0f} s")
+    document = json.loads(body)
     if not isinstance(document, dict):
         raise ValueError("JWKS is not a JSON object")
     return document
@@ -168,7 +186,8 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, _Key]:
             continue
         try:
             parsed = jwt.PyJWK(entry)
-        except jwt.PyJWTError:
+        except Exception as exc:  # one odd entry (alg "none", a list) must not void the rest
+            logger.warning("JWKS entry {} skipped: {}", entry.get("kid", f"#{index}"), exc)
             continue
         kid = str(entry.get("kid") or f"#{index}")
         alg = entry.get("alg")

@@ -539,3 +539,72 @@ def test_unknown_admin_routes_answer_401_without_a_verified_token(oidc: Oidc) ->
         ("alice", 422),
         ("alice", 422),
     ]
+
+
+def test_one_unusable_jwks_entry_does_not_void_a_rotation(oidc: Oidc) -> None:
+    """A key the IdP publishes next to an entry PyJWT cannot load (``alg: none`` raised
+    NotImplementedError: a 500, and the whole new set thrown away) is used; the odd entry
+    alone is skipped."""
+    now = [0.0]
+    cache = JwksCache(oidc.idp.url, clock=lambda: now[0])
+    verifier = Verifier(
+        keys=cache.get,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        algorithms=["RS256"],
+        roles_claim="realm_access.roles",
+    )
+    verifier.verify(oidc.key.sign(claims(jti="before")))
+    rotated = rsa_key("k2")
+    odd = dict(rsa_key("odd").jwk(), alg="none")
+    listed = dict(rsa_key("listed").jwk(), alg=["RS256"])
+    oidc.idp.keys = [odd, listed, oidc.key.jwk(), rotated.jwk()]
+    now[0] += REFETCH_INTERVAL
+    assert verifier.verify(rotated.sign(claims(jti="after"))).sub == "alice"
+    assert verifier.verify(oidc.key.sign(claims(jti="old"))).sub == "alice"
+    with pytest.raises(AuthError, match="unknown signing key"):
+        verifier.verify(rsa_key("odd").sign(claims(jti="odd")))
+
+
+def test_a_dripping_jwks_endpoint_is_given_up_on_as_a_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx's timeout is per read: an endpoint sending a byte at a time held the cache's
+    lock, and every token lookup behind it, for as long as it dripped. The fetch now has
+    one deadline in all (here 1 s against a 30 s drip); the lookup then fails as an
+    outage does (no keys yet: 503), long before the drip would end."""
+    import api.auth as auth
+
+    monkeypatch.setattr(auth, "JWKS_FETCH_SECONDS", 1.0)
+    done = threading.Event()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                if done.wait(0.3):
+                    return
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cache = JwksCache(f"http://127.0.0.1:{server.server_address[1]}/jwks.json")
+        started = time.monotonic()
+        with pytest.raises(auth.KeysUnavailable):
+            cache.get("k1")
+        assert time.monotonic() - started < 15  # the drip lasts 30 s
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()
