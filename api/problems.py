@@ -43,6 +43,9 @@ class ProblemError(Exception):
         self.extra = extra
 
 
+MAX_INSTANCE = 2048  # as the audit record keeps a path: a 60 kB id is not echoed back whole
+
+
 def problem_body(status: int, detail: str, instance: str | None = None, **extra: Any) -> bytes:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -51,7 +54,7 @@ def problem_body(status: int, detail: str, instance: str | None = None, **extra:
         "detail": detail,
     }
     if instance is not None:
-        body["instance"] = instance
+        body["instance"] = instance if len(instance) <= MAX_INSTANCE else instance[:MAX_INSTANCE]
     body.update(extra)
     return orjson.dumps(body, default=str)
 
