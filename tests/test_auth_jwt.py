@@ -150,6 +150,17 @@ def oidc(sqlite_url: str, engine_factory: Any, tmp_path: Path) -> Iterator[Oidc]
         yield Oidc(env, idp, key)
 
 
+def oidc_verifier(cache: JwksCache) -> Verifier:
+    """The OIDC verifier of these tests (RS256, roles at ``realm_access.roles``) on ``cache``."""
+    return Verifier(
+        keys=cache.get,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        algorithms=["RS256"],
+        roles_claim="realm_access.roles",
+    )
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -265,13 +276,7 @@ def test_es256_tokens_verify(oidc: Oidc) -> None:
 def test_key_rotation_refetches_at_most_once_per_minute(oidc: Oidc) -> None:
     now = [1000.0]
     cache = JwksCache(oidc.idp.url, clock=lambda: now[0])
-    verifier = Verifier(
-        keys=cache.get,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        algorithms=["RS256"],
-        roles_claim="realm_access.roles",
-    )
+    verifier = oidc_verifier(cache)
     assert verifier.verify(oidc.key.sign(claims())).sub == "alice"
     assert oidc.idp.hits == 1
     new = rsa_key("k2")
@@ -300,13 +305,7 @@ def test_key_rotation_refetches_at_most_once_per_minute(oidc: Oidc) -> None:
 def test_last_good_keys_survive_a_jwks_outage(oidc: Oidc) -> None:
     now = [0.0]
     cache = JwksCache(oidc.idp.url, clock=lambda: now[0])
-    verifier = Verifier(
-        keys=cache.get,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        algorithms=["RS256"],
-        roles_claim="realm_access.roles",
-    )
+    verifier = oidc_verifier(cache)
     verifier.verify(oidc.key.sign(claims(jti="1")))
     oidc.idp.healthy = False
     now[0] += 7200  # keys are old: a refresh is attempted, fails, and the old keys stay
@@ -347,13 +346,7 @@ def test_symmetric_keys_in_the_jwks_are_ignored(oidc: Oidc) -> None:
 
 def test_leeway_is_30_seconds(oidc: Oidc) -> None:
     cache = JwksCache(oidc.idp.url)
-    verifier = Verifier(
-        keys=cache.get,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        algorithms=["RS256"],
-        roles_claim="realm_access.roles",
-    )
+    verifier = oidc_verifier(cache)
     t0 = datetime(2026, 6, 1, tzinfo=UTC)
     stamp = int(t0.timestamp())
     expires = oidc.key.sign(claims(iat=stamp - 600, nbf=stamp - 600, exp=stamp))
@@ -547,13 +540,7 @@ def test_one_unusable_jwks_entry_does_not_void_a_rotation(oidc: Oidc) -> None:
     alone is skipped."""
     now = [0.0]
     cache = JwksCache(oidc.idp.url, clock=lambda: now[0])
-    verifier = Verifier(
-        keys=cache.get,
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        algorithms=["RS256"],
-        roles_claim="realm_access.roles",
-    )
+    verifier = oidc_verifier(cache)
     verifier.verify(oidc.key.sign(claims(jti="before")))
     rotated = rsa_key("k2")
     odd = dict(rsa_key("odd").jwk(), alg="none")
