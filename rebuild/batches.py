@@ -22,6 +22,7 @@ class RebuildFailed(CheckFailed):
 
     def __init__(self, projection: Projection, position: int, exc: BaseException | str) -> None:
         self.position = position
+        self.version = projection.version
         self.error = (describe(exc) if isinstance(exc, BaseException) else exc)[:2000]
         super().__init__(
             f"rebuild of {projection.name}.v{projection.version} failed at position "

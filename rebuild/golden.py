@@ -48,6 +48,9 @@ class ScenarioResult:
     ok: bool = True
     problems: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
+    # projections with no expected file: not compared (a scenario may cover only some),
+    # named so that a deleted expected file does not pass unnoticed
+    unchecked: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class ScenarioResult:
             "ok": self.ok,
             "problems": self.problems,
             "updated": self.updated,
+            "unchecked": self.unchecked,
         }
 
 
@@ -95,6 +99,7 @@ def _targets(path: Path, update: bool) -> list[tuple[str, int | None, Path]]:
 def _scenario(path: Path, *, update: bool, database_url: str | None) -> ScenarioResult:
     result = ScenarioResult(path.name)
     targets = _targets(path, update)
+    result.unchecked = [n for n in registry.NAMES if n not in {name for name, _v, _f in targets}]
     if not targets:
         result.ok = False
         result.problems.append("no expected/*.jsonl files (run with --update to create them)")

@@ -401,6 +401,51 @@ def test_a_builder_error_fails_the_rebuild_cleanly(migrated: Engine, cli: Any) -
     assert code == 0
 
 
+def test_a_failed_replay_still_prints_one_json_object(migrated: Engine, cli: Any) -> None:
+    """With --json a failed build prints its report (exit 1), and verify reports a replay
+    that fails on one event as that projection's drift and goes on with the others (it
+    printed nothing and stopped at the first)."""
+    from projections.store import put_checkpoint
+
+    fill(migrated, 3)
+    append(migrated, [event(L, "c", ledger_row("OK1"))])
+    append_refused(migrated, *huge_version("BIG"))  # logged, but no longer decodes
+    code, report = cli("--projection", "ledger_entries", "--json")
+    assert code == 1
+    assert report["ok"] is False
+    assert report["projection"] == "ledger_entries"
+    assert report["error_position"] == 10
+    assert "failed at position 10" in report["note"]
+    Runner(migrated, None).run_once()  # ledger_entries fails live at 10, the others go on
+    with migrated.begin() as conn:  # as if an older build had applied it
+        put_checkpoint(conn, "ledger_entries", 1, position=10, state="serving")
+    code, report = cli("verify", "--json")
+    assert code == 1
+    found = {r["projection"]: r for r in report["projections"]}
+    assert found["ledger_entries"]["ok"] is False
+    assert found["ledger_entries"]["error_position"] == 10
+    assert found["payment_orders"]["ok"] is True
+    assert found["pairs"]["ok"] is True
+
+
+def test_verify_without_the_checkpoint_row_is_a_drift_not_a_traceback(
+    migrated: Engine, cli: Any
+) -> None:
+    fill(migrated, 3)
+    Runner(migrated, None).run_once()
+    table = (
+        "projection_checkpoints"
+        if migrated.dialect.name == "sqlite"
+        else "bo.projection_checkpoints"
+    )
+    with migrated.begin() as conn:
+        conn.execute(text(f"DELETE FROM {table} WHERE projection = 'pairs'"))
+    code, report = cli("verify", "--projection", "pairs", "--json")
+    assert code == 1
+    assert report["projections"][0]["ok"] is False
+    assert "checkpoint row is missing" in report["projections"][0]["note"]
+
+
 def test_a_failed_first_build_is_visible_as_failed(migrated: Engine, cli: Any) -> None:
     append(migrated, [event(L, "c", ledger_row("OK"))])
     append_refused(migrated, *huge_version("B"))

@@ -74,3 +74,17 @@ def test_missing_directory_is_a_usage_error(
     code, out = run(monkeypatch, capsys, "golden", str(tmp_path / "nowhere"))
     assert code == 2
     assert out.startswith("error: no such golden directory")
+
+
+def test_a_projection_without_an_expected_file_is_named_as_not_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A scenario may cover some projections only; the others are named as not compared,
+    so an expected file deleted by mistake does not pass unnoticed."""
+    shutil.copytree(GOLDEN / "conflict", tmp_path / "conflict")
+    (tmp_path / "conflict" / "expected" / "payment_orders.jsonl").unlink()
+    code, out = run(monkeypatch, capsys, "golden", str(tmp_path), "--json")
+    assert code == 0
+    assert orjson.loads(out)["scenarios"][0]["unchecked"] == ["payment_orders"]
+    code, out = run(monkeypatch, capsys, "golden", str(tmp_path))
+    assert "conflict: ok (no expected file, not compared: payment_orders)" in out
