@@ -83,8 +83,10 @@ class DemoReport:
         }
 
 
-def reset_database(database_url: str) -> list[Path]:
-    """Delete the embedded SQLite database file and its journal; refuse other backends."""
+def reset_database(database_url: str, var_dir: Path) -> list[Path]:
+    """Delete the demo's SQLite database file and its journal: only one in ``var_dir``
+    (``BO_VAR_DIR``) or the default ``./var/bo.db`` — a log and audit trail elsewhere is
+    not the demo's to delete. Other backends and files are refused."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         raise UsageError(
@@ -93,6 +95,12 @@ def reset_database(database_url: str) -> list[Path]:
     if not url.database or url.database == ":memory:":
         return []
     base = Path(url.database)
+    own = {var_dir.resolve(), Path("var").resolve()}
+    if base.resolve().parent not in own:
+        raise UsageError(
+            f"--reset only deletes the demo's database under BO_VAR_DIR ({var_dir}); "
+            f"{base} is another file: delete it yourself if you mean to"
+        )
     removed = []
     for path in (base, *(base.with_name(base.name + s) for s in ("-wal", "-shm", "-journal"))):
         if path.exists():
@@ -106,7 +114,7 @@ def prepare(c: Container, *, reset: bool = False, sample: Path = SAMPLE) -> Demo
     started = time.monotonic()
     if reset:
         c.close()
-        reset_database(c.settings.database_url)
+        reset_database(c.settings.database_url, c.settings.var_dir)
     try:
         c.settings.var_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,19 +49,44 @@ def error_line(message: str) -> None:
     sys.stderr.write(f"error: {first}\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (worker pools shut down,
+    transactions roll back, locks released) — by default Python just dies, leaving forked
+    workers behind. Commands that stop gracefully on SIGTERM (``bo consume``, ``bo
+    project``, ``bo serve``) install their own handler over this one."""
+
+
+_terminated: list[bool] = []  # SIGTERM arrived (typer turns the interrupt into Exit(130))
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    _terminated.append(True)
+    raise Terminated
+
+
+def _exit(code: int) -> None:
+    """Exit with ``code``; an interrupt that SIGTERM caused exits 143 (128 + 15), not 130."""
+    if code == 130 and _terminated:
+        error_line("terminated")
+        sys.exit(143)
+    sys.exit(code)
+
+
 def run_app(app: Callable[..., Any]) -> None:
     """Run a typer app; turn every failure into one line and exit code 2 or 1.
 
     typer 0.29 raises its vendored click's exceptions (``typer._click``), so those are
     the ones mapped here, once for both console scripts.
     """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         result = app(standalone_mode=False)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except typer.Abort:
-        error_line("aborted")
-        sys.exit(130)
+        if not _terminated:
+            error_line("aborted")
+        _exit(130)
     except NoArgsIsHelpError as exc:  # bare ``bo`` or ``bo log``: the help, exit 2
         sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
         sys.exit(EXIT_USAGE)
@@ -87,8 +113,8 @@ def run_app(app: Callable[..., Any]) -> None:
         error_line(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(result if isinstance(result, int) else EXIT_OK)
+        _exit(130)
+    _exit(result if isinstance(result, int) else EXIT_OK)
 
 
 class Reporter:

@@ -38,6 +38,7 @@ from eventlog.store import (
     stage,
     unslim,
 )
+from eventlog.workers import exit_with_parent
 
 BATCH = 5000
 CHUNK = 1000
@@ -112,7 +113,12 @@ def _prepared(
     # A worker that dies (killed, out of memory) breaks the pool: BrokenProcessPool is
     # raised here instead of waiting forever for its chunk.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         window: deque[tuple[Future[list[SlimOutcome]], Chunk, int]] = deque()
         in_flight = max(2 * workers, 2 * BATCH // CHUNK)
         for chunk, read in _chunks(lines):

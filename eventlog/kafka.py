@@ -76,6 +76,7 @@ from eventlog.store import (
     unslim,
 )
 from eventlog.timeutil import now_text
+from eventlog.workers import exit_with_parent
 
 TopicPartitionKey = tuple[str, int]
 DB_ERRORS: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, DatabaseUnavailable)
@@ -234,7 +235,7 @@ class Preparer:
             self.pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=context,
-                initializer=_exit_with_parent,
+                initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             )
             self.pool.submit(prepare_values, []).result()  # fork them now
@@ -249,17 +250,6 @@ class Preparer:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a worker: leave when the consumer process is gone (the pool cannot tell us)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def default_prepare_workers() -> int:

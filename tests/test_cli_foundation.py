@@ -178,3 +178,42 @@ def test_ingest_with_worker_processes_from_the_cli(
     bad = bo(pg_url, "ingest", "--json", "--workers=-1", str(path))
     assert bad.returncode == 2
     assert b"--workers" in bad.stderr
+
+
+def test_sigterm_stops_ingest_and_its_workers(tmp_path: Path) -> None:
+    """SIGTERM runs the same clean-up as Ctrl-C: the worker pool is shut down and the
+    process exits 143. (Python's default is to die at once; the forked workers were
+    left behind, blocked on their pipes, holding the database open.)"""
+    import signal
+    import time
+
+    import psutil
+
+    from bench.common import debezium_events
+
+    source = tmp_path / "big.jsonl"
+    with source.open("wb") as out:
+        for raw in debezium_events(60_000, seed=3):
+            out.write(raw + b"\n")
+    url = f"sqlite:///{tmp_path / 'bo.db'}"
+    assert bo(url, "migrate").returncode == 0
+    environment = dict(os.environ, BO_DATABASE_URL=url)
+    proc = subprocess.Popen(
+        [BO, "ingest", str(source), "--workers", "2", "--no-project", "--json"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    workers: list[psutil.Process] = []
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        workers = parent.children()
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the ingest ended before its workers were seen"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    _gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == []
+    assert b"Traceback" not in err

@@ -229,6 +229,29 @@ def test_reset_starts_over(tmp_path: Path) -> None:
     assert data["ingested"]["appended"] == data["head"] > 3_000
 
 
+def test_reset_refuses_a_database_that_is_not_the_demos(tmp_path: Path) -> None:
+    """``--reset`` deleted whatever SQLite file BO_DATABASE_URL named — a working log and
+    its audit trail included; now only the demo's own (under BO_VAR_DIR, or ./var)."""
+    other = tmp_path / "elsewhere" / "ledger.db"
+    other.parent.mkdir()
+    env = dict(_env(), BO_DATABASE_URL=f"sqlite:///{other}")
+    migrate = subprocess.run(
+        [str(BO), "migrate"], cwd=tmp_path, env=env, capture_output=True, timeout=120
+    )
+    assert migrate.returncode == 0
+    proc = subprocess.run(
+        [str(BO), "demo", "--no-serve", "--reset"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "only deletes the demo's database" in proc.stderr
+    assert other.exists()
+
+
 # ---------------------------------------------------------------- serving
 
 
