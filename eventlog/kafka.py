@@ -573,6 +573,10 @@ def check_kafka_settings(settings: Settings) -> None:
         raise ConfigError("BO_DLQ_TOPIC must not be one of BO_KAFKA_TOPICS")
     if not settings.kafka_group.strip():
         raise ConfigError("BO_KAFKA_GROUP is empty: name the consumer group")
+    cafile = settings.kafka_ssl_cafile
+    if cafile and settings.kafka_security_protocol.endswith("SSL") and not os.path.isfile(cafile):
+        # kafka-python would only fail each connection, and the consumer retry for ever
+        raise ConfigError(f"BO_KAFKA_SSL_CAFILE: no such file: {cafile}")
 
 
 _LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # Kafka's own rule for topic names

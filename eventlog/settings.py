@@ -10,7 +10,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +114,11 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"BO_AUTH_MODE=oidc needs {', '.join(missing)}")
+            jwks = urlsplit(self.oidc_jwks_url or "")
+            if jwks.scheme not in ("https", "http") or not jwks.hostname:
+                raise ValueError(
+                    f"BO_OIDC_JWKS_URL must be an https:// URL, got {self.oidc_jwks_url!r}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -133,6 +133,27 @@ BAD: list[tuple[str, tuple[str, ...], dict[str, str], str | re.Pattern[str]]] = 
         },
         "oidc",
     ),
+    (
+        "bo migrate",
+        ("migrate",),
+        {
+            "BO_AUTH_MODE": "oidc",
+            "BO_OIDC_JWKS_URL": "notaurl",
+            "BO_OIDC_ISSUER": "https://idp.example/",
+            "BO_OIDC_AUDIENCE": "bo",
+        },
+        "BO_OIDC_JWKS_URL",
+    ),
+    (
+        "bo consume",
+        ("consume", "--json"),
+        {
+            "BO_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "BO_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "BO_KAFKA_SSL_CAFILE": "{missing}",
+        },
+        "BO_KAFKA_SSL_CAFILE",
+    ),
     ("rebuild", ("--projection", "nope"), {}, "nope"),
     ("rebuild promote", ("promote", "--projection", "pairs"), {}, "version"),
     ("rebuild verify", ("verify", "--projection", "nope"), {}, "nope"),
