@@ -972,42 +972,49 @@ class SyncConsumer:
         self.batch = self.batch[len(records) :]
         if self.batch:
             self.batch_started = time.monotonic()
-        if self.appender is None or sync or in_callback:
-            try:
-                durable = append_batch(self.engine, records, rewound=rewound, also=beat)
-            except BaseException:
-                self.batch = records + self.batch  # kept for the retry or the re-read
-                raise
-            self._made_durable(records, rewound, set(), durable, beat, sync, in_callback)
+        if self.appender is not None and not (sync or in_callback):
+            future = self.appender.submit(
+                append_batch, self.engine, records, rewound=rewound, also=beat
+            )
+            self.appending = _Appending(future, records, rewound, beat)
             return
-        future = self.appender.submit(
-            append_batch, self.engine, records, rewound=rewound, also=beat
-        )
-        self.appending = _Appending(future, records, rewound, beat)
+        done: Future[Durable] = Future()
+        try:
+            done.set_result(append_batch(self.engine, records, rewound=rewound, also=beat))
+        except BaseException as exc:  # raised by _collect, as for the threaded append
+            done.set_exception(exc)
+        self.appending = _Appending(done, records, rewound, beat)
+        self._collect(sync=sync, in_callback=in_callback)
 
     def _collect(self, *, sync: bool = False, in_callback: bool = False) -> None:
-        """Wait for the batch being appended and take the post-commit steps for it; if its
-        append failed, its records go back to the front of the batch and the error is
-        raised here, as a synchronous append would have raised it."""
-        appending = self.appending
+        """Wait for the batch being appended and take step 4 for it; if its append failed,
+        its records go back to the front of the batch (for the retry or the re-read) and
+        the error is raised here."""
+        appending, self.appending = self.appending, None
         if appending is None:
             return
         try:
             durable = appending.future.result()
         except BaseException:
-            self.appending = None
             self.batch = appending.records + self.batch
             raise
-        self.appending = None
-        self._made_durable(
-            appending.records,
-            appending.rewound,
-            appending.rewound_since,
-            durable,
-            appending.beat,
-            sync,
-            in_callback,
-        )
+        self.rewound -= appending.rewound - appending.rewound_since  # a later rewind stands
+        self.durable.update(durable.offsets)
+        self.stats.records += len(appending.records)
+        self.stats.batches += 1
+        self.stats.result.add(durable.result)
+        self.db_backoff.reset()
+        if in_callback:
+            self.deferred_dlq += durable.rejected
+            self._commit_kafka(durable.offsets, sync=False)
+            return
+        if durable.rejected:
+            self._produce_dlq(durable.rejected)
+        self._commit_kafka(durable.offsets, sync=sync)
+        if appending.beat is not None:
+            self.last_heartbeat = time.monotonic()
+        else:
+            self._heartbeat(force=False)
 
     def _abandon_append(self) -> None:
         """Wait for the batch being appended and forget it (its partitions are re-read
@@ -1019,35 +1026,6 @@ class SyncConsumer:
             appending.future.result()
         except Exception as exc:  # whatever it was, the database offsets say where to resume
             logger.debug("abandoned append failed: {}", exc)
-
-    def _made_durable(
-        self,
-        records: Sequence[Record],
-        rewound: frozenset[TopicPartitionKey],
-        rewound_since: set[TopicPartitionKey],
-        durable: Durable,
-        beat: Callable[[Connection], None] | None,
-        sync: bool,
-        in_callback: bool,
-    ) -> None:
-        """Step 4, once ``records`` are in the log with their offsets."""
-        self.rewound -= rewound - rewound_since  # a rewind seen meanwhile still stands
-        self.durable.update(durable.offsets)
-        self.stats.records += len(records)
-        self.stats.batches += 1
-        self.stats.result.add(durable.result)
-        self.db_backoff.reset()
-        if in_callback:
-            self.deferred_dlq += durable.rejected
-            self._commit_kafka(durable.offsets, sync=False)
-            return
-        if durable.rejected:
-            self._produce_dlq(durable.rejected)
-        self._commit_kafka(durable.offsets, sync=sync)
-        if beat is not None:
-            self.last_heartbeat = time.monotonic()
-        else:
-            self._heartbeat(force=False)
 
     def _caught_up_beat(self, records: Sequence[Record]) -> Callable[[Connection], None] | None:
         """The heartbeat write for the append transaction when, once ``records`` are

@@ -113,21 +113,12 @@ def test_5000_digits_of_integer_text_are_out_of_range_not_an_internal_error(
     where: str, expected: str
 ) -> None:
     """Python's int() refuses text past 4,300 digits: such a value is simply out of range."""
-    digits = "9" * 5000
-    doc = envelope(after=ledger_row())
-    if where == "version":
-        doc["after"]["version"] = digits
-    else:
-        doc["source"][where] = digits
-    assert reason_of(json.dumps(doc).encode()) == expected
+    assert reason_of(_with(where, "9" * 5000)) == expected
     # leading zeros are no digits of the value: a long padded small number still decodes
-    doc = envelope(after=ledger_row())
     if where == "version":
-        doc["after"]["version"] = "0" * 5000 + "7"
-        assert change_of(json.dumps(doc).encode()).row["version"] == 7
+        assert change_of(_with(where, "0" * 5000 + "7")).row["version"] == 7
     else:
-        doc["source"][where] = "0" * 5000 + "1767225600000"
-        change = change_of(json.dumps(doc).encode())
+        change = change_of(_with(where, "0" * 5000 + "1767225600000"))
         if where == "lsn":
             assert change.lsn == 1_767_225_600_000
         else:
@@ -145,12 +136,18 @@ def test_5000_digits_of_integer_text_are_out_of_range_not_an_internal_error(
 def test_integer_text_int_cannot_read_is_undecodable_not_an_internal_error(
     where: str, text: str, expected: str
 ) -> None:
+    assert reason_of(_with(where, text)) == expected
+
+
+def _with(where: str, text: str) -> bytes:
+    """A ledger change whose ``after.version`` (``where`` = "version") or ``source.<where>``
+    is ``text``."""
     doc = envelope(after=ledger_row())
     if where == "version":
         doc["after"]["version"] = text
     else:
         doc["source"][where] = text
-    assert reason_of(json.dumps(doc).encode()) == expected
+    return json.dumps(doc).encode()
 
 
 # ---------------------------------------------------------------- 2b, 2c. malformed schemas
